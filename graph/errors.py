@@ -1,0 +1,201 @@
+"""The one OpenAI error envelope, and the mapping from exceptions to it.
+
+Every 4xx/5xx, streaming or not, is `{"error": {"message", "type", "param",
+"code"}}`. A 500 never carries exception text; it is logged with the request id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import (
+    EngineDeadError,
+    ModelError,
+    ModelNotFoundError,
+    PromptTooLongError,
+)
+
+logger = logging.getLogger("ragserve.api")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "internal_server_error",
+    503: "service_unavailable_error",
+}
+
+
+class APIError(Exception):
+    """An error with a status and a message that is safe to show the client."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+
+
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(
+                status,
+                "invalid_request_error" if status < 500 else "internal_server_error",
+            ),
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def error_response(err: APIError, request_id: str | None = None) -> JSONResponse:
+    headers = {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(err.retry_after)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return JSONResponse(
+        error_body(err.status, err.message, err.param, err.code),
+        status_code=err.status,
+        headers=headers,
+    )
+
+
+def sse_error(err: APIError) -> str:
+    """A streaming error: the same envelope as a final SSE `data:` event."""
+    body = error_body(err.status, err.message, err.param, err.code)
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """Ray wraps replica exceptions; find the one raised in our code."""
+    seen = exc
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        seen = cause
+    return seen
+
+
+def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
+    """Map any exception to an APIError; unknown ones become a logged 500."""
+    if isinstance(exc, APIError):
+        return exc
+    cause = _cause(exc)
+    if isinstance(cause, PromptTooLongError) or isinstance(exc, PromptTooLongError):
+        err = cause if isinstance(cause, PromptTooLongError) else exc
+        return APIError(400, str(err), param="messages", code="context_length_exceeded")
+    if isinstance(cause, EngineDeadError):
+        logger.error("request %s: engine dead: %s", request_id, cause)
+        return APIError(
+            503,
+            "The generation engine is restarting; retry shortly.",
+            code="engine_unavailable",
+            retry_after=5,
+        )
+    if isinstance(cause, ModelNotFoundError):
+        return APIError(404, str(cause), param="model", code="model_not_found")
+    if isinstance(cause, ModelError):
+        return APIError(400, str(cause))
+    name = type(cause).__name__
+    if name in ("BackPressureError", "DeploymentUnavailableError") or name.endswith(
+        "BackPressureError"
+    ):
+        return APIError(
+            503,
+            "The server is at capacity; retry after the indicated delay.",
+            code="overloaded",
+            retry_after=1,
+        )
+    logger.error(
+        "request %s failed: %s",
+        request_id,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return APIError(
+        500,
+        f"Internal server error; quote request id {request_id} to the operator."
+        if request_id
+        else "Internal server error.",
+        code="internal_error",
+    )
+
+
+def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through the envelope."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(
+        request: Request, exc: RequestValidationError
+    ) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return error_response(
+                APIError(400, "Request body is not valid JSON.", code="invalid_json"),
+                getattr(request.state, "request_id", None),
+            )
+        messages = []
+        for err in errors:
+            where = _param_from_loc(tuple(err.get("loc", ())))
+            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            if err.get("type") == "extra_forbidden":
+                msg = "unknown or unsupported field"
+            if err.get("type") == "missing" and where is None:
+                msg = "request body is required"
+            messages.append(f"{where}: {msg}" if where else msg)
+        param = _param_from_loc(tuple(first.get("loc", ()))) if first else None
+        return error_response(
+            APIError(400, "; ".join(messages), param=param, code="invalid_value"),
+            getattr(request.state, "request_id", None),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        message = str(exc.detail) if exc.detail else "error"
+        if status == 404:
+            message = f"No route {request.method} {request.url.path}."
+        elif status == 405:
+            message = f"Method {request.method} not allowed on {request.url.path}."
+        return error_response(
+            APIError(status, message), getattr(request.state, "request_id", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", None)
+        return error_response(to_api_error(exc, rid), rid)

@@ -1,0 +1,127 @@
+"""The ingress deployment: the OpenAI API in front of the step deployments.
+
+Wires the pipeline's steps to `DeploymentHandle` calls; the routes themselves
+live in `graph.api`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+
+from graph.api import ModelNames, ServingContext, create_app
+from graph.config import RagServingArgs
+from graph.pipeline import RagPipeline, Steps
+from graph.prompts import get_template
+from models.generation import Chunk, GenerationRequest
+from models.resolve import EMBEDDER_HUB_ID
+from retrieval.types import Hit
+
+READINESS_TIMEOUT_S = 5.0
+
+
+def model_names(args: RagServingArgs) -> ModelNames:
+    """Names clients use for the three models, derived from config alone."""
+    models = args.models
+    embedder = (
+        EMBEDDER_HUB_ID if models.embedder.model == "default" else models.embedder.model
+    )
+    if models.reranker.kind == "cross-encoder" and models.reranker.model:
+        reranker = models.reranker.model
+    else:
+        reranker = f"bm25+{embedder}"
+    return ModelNames(
+        generator=models.generator.served_name(),
+        embedder=embedder,
+        reranker=reranker,
+        max_model_len=models.generator.max_model_len,
+    )
+
+
+def api_keys(args: RagServingArgs) -> frozenset[str]:
+    extra = [k.strip() for k in os.environ.get("RAGSERVE_API_KEYS", "").split(",")]
+    return frozenset(k for k in [*args.server.api_keys, *extra] if k)
+
+
+@serve.deployment
+@serve.ingress()
+class IngressDeployment:
+    """FastAPI ingress speaking the OpenAI protocol."""
+
+    def __init__(
+        self,
+        embedder: Any,
+        retriever: Any,
+        reranker: Any,
+        generator: Any,
+        args: RagServingArgs,
+    ) -> None:
+        self._nodes = {
+            "embedder": embedder,
+            "retriever": retriever,
+            "reranker": reranker,
+            "generator": generator,
+        }
+
+        async def embed(texts: list[str]) -> np.ndarray:
+            return await embedder.embed.remote(texts)
+
+        async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
+            return await embedder.embed_with_usage.remote(texts)
+
+        async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
+            return await retriever.search.remote(vectors, k)
+
+        async def rerank(query: str, passages: list[str]) -> list[float]:
+            return await reranker.rerank.remote(query, passages)
+
+        async def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
+            response = generator.options(stream=True).generate.remote(request)
+            finished = False
+            try:
+                async for chunk in response:
+                    yield chunk
+                finished = True
+            finally:
+                if not finished:
+                    # The client went away or the caller stopped reading:
+                    # cancel so the replica aborts the request inside vLLM.
+                    response.cancel()
+
+        pipeline = RagPipeline(
+            Steps(embed=embed, retrieve=retrieve, rerank=rerank, generate=generate),
+            get_template(args.retrieval.prompt_template),
+            args.retrieval.max_context_chars,
+        )
+        self.ctx = ServingContext(
+            args=args,
+            pipeline=pipeline,
+            names=model_names(args),
+            embed_with_usage=embed_with_usage,
+            readiness=self.readiness,
+            api_keys=api_keys(args),
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self.ctx)
+
+    async def readiness(self) -> dict[str, str]:
+        async def one(handle: Any) -> str:
+            try:
+                return await asyncio.wait_for(
+                    handle.readiness.remote(), READINESS_TIMEOUT_S
+                )
+            except TimeoutError:
+                return "timeout"
+            except Exception as exc:
+                return f"error: {type(exc).__name__}"
+
+        names = list(self._nodes)
+        states = await asyncio.gather(*(one(self._nodes[n]) for n in names))
+        return dict(zip(names, states, strict=True))

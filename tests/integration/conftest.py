@@ -1,0 +1,93 @@
+"""One real local Ray Serve with the whole graph for the integration session.
+
+Real embedder (all-MiniLM-L6-v2), real FAISS over docs/, real fusion reranker
+and a real vLLM engine running the tiny Llama; traffic on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def graph_args(index_dir: Path, model_dir: Path, port: int) -> dict[str, Any]:
+    return {
+        "models": {
+            "generator": {
+                "model": str(model_dir),
+                "served_model_name": "tiny-llama",
+                "max_model_len": 1024,
+                "max_num_seqs": 8,
+                "kv_cache_memory_bytes": 64 * 1024 * 1024,
+                "default_max_tokens": 16,
+            }
+        },
+        "retrieval": {
+            "index_dir": str(index_dir),
+            "top_k": 8,
+            "top_n": 3,
+            "max_context_chars": 2000,
+        },
+        # A wide batch window so concurrent test requests visibly share batches.
+        "batching": {
+            "embedder": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2},
+            "reranker": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
+        },
+        "deployments": {
+            "generator": {"num_cpus": 0.5},
+        },
+        "server": {"host": "127.0.0.1", "port": port},
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_graph(docs_index: Path, tiny_llama: Path) -> Iterator[dict[str, Any]]:
+    """Deploy the graph once; yield its base URL and args."""
+    from graph import server
+    from graph.config import RagServingArgs
+
+    port = free_port()
+    args = RagServingArgs.load(graph_args(docs_index, tiny_llama, port))
+    started = time.perf_counter()
+    url = server.start(args, num_cpus=2)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                try:
+                    if client.get("/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(1)
+            else:
+                pytest.fail("graph did not become ready in 300 s")
+        print(f"\n[graph ready in {time.perf_counter() - started:.1f} s at {url}]")
+        yield {"url": url, "args": args}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(serve_graph: dict[str, Any]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=serve_graph["url"], timeout=120) as c:
+        yield c
+
+
+@pytest.fixture
+def openai_client(serve_graph: dict[str, Any]):
+    from openai import OpenAI
+
+    return OpenAI(base_url=serve_graph["url"] + "/v1", api_key="unused", max_retries=0)
