@@ -63,7 +63,10 @@ class SentenceTransformerEmbedder(Embedder):
         self.model_id = model_id
         self._model = SentenceTransformer(path, device=device, **kwargs)
         self._batch_size = batch_size
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
         if dim is None:  # pragma: no cover - every ST bi-encoder reports it
             dim = int(self._model.encode(["x"]).shape[1])
         self.dimension = int(dim)

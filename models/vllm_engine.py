@@ -8,6 +8,7 @@ beyond handing vLLM an OTLP endpoint and the caller's trace headers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -39,10 +40,15 @@ class VLLMEngine(GenerationEngine):
     packaged default on first use), builds the engine and warms it up.
 
     `config.env` is copied into `os.environ` by `start()`, before vLLM is
-    imported, which is enough in a single process. Inside Ray Serve the
-    deployment must also pass the same variables through
-    `runtime_env.env_vars`, because the engine-core process vLLM spawns, and
-    any module that read them at import, may otherwise miss them.
+    imported here and before its engine-core process is spawned, which is
+    enough in one process. Inside Ray Serve the deployment passes the same
+    dict as `runtime_env.env_vars`, so the variables are set before the
+    replica process imports anything (vLLM reads some of them at import).
+
+    Attributes:
+        model_id: the name clients send (`GeneratorConfig.served_name()`).
+        max_model_len: the context window vLLM settled on (after `start()`).
+        model_path: the resolved folder or hub id (after `start()`).
 
     Args:
         config: the generator config section.
@@ -73,8 +79,6 @@ class VLLMEngine(GenerationEngine):
         if self._engine is not None:
             return
         os.environ.update(self.config.env)
-        import asyncio
-
         # Resolving the default may convert SmolLM2 (~50 s): keep the loop free.
         path = await asyncio.to_thread(resolve_generator_path, self.config.model)
         self.model_path = path
@@ -90,9 +94,14 @@ class VLLMEngine(GenerationEngine):
         self._engine = AsyncLLM.from_engine_args(
             engine_args, stat_loggers=[_gauge_logger_class(self._gauges)]
         )
-        self._tokenizer = self._engine.get_tokenizer()
-        self.max_model_len = int(self._engine.model_config.max_model_len)
-        await self._warm_up()
+        try:
+            self._tokenizer = self._engine.get_tokenizer()
+            self.max_model_len = int(self._engine.model_config.max_model_len)
+            await self._warm_up()
+        except BaseException:
+            # A half-started engine would make the next start() a no-op.
+            self.shutdown()
+            raise
         logger.info(
             "vLLM engine for %s ready in %.1f s (max_model_len %d)",
             self.model_id,
@@ -230,8 +239,10 @@ class VLLMEngine(GenerationEngine):
                 "the generation engine stopped; see the server log for the cause"
             ) from exc
         finally:
-            # When our consumer leaves early (aclose, GeneratorExit, cancel),
-            # closing vLLM's generator is what makes it abort the request.
+            # A consumer that leaves early (aclose, garbage collection) leaves
+            # vLLM's generator suspended at a yield; closing it is what makes
+            # vLLM abort the request. After a cancel or a normal end vLLM's
+            # generator has already finished and this is a no-op.
             await stream.aclose()
 
     async def abort(self, request_id: str) -> None:

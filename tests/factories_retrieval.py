@@ -59,7 +59,7 @@ class FailingEmbedder(Embedder):
         return self.inner.embed(texts)
 
 
-CROSS_ENCODER_WORDS = (
+CROSS_ENCODER_TEXT = (
     "the a of to and is in how does what which do i it on for with by from "
     "ragserve batch batches batching request requests query queries token tokens "
     "budget index faiss vector vectors search retrieve rerank reranker score "
@@ -67,7 +67,7 @@ CROSS_ENCODER_WORDS = (
     "streaming trace traces span spans jaeger error errors config yaml chunk "
     "chunks document documents embed embedder embedding answer question cat dog "
     "sat mat weather sunny rain paris france capital city"
-).split()
+)
 
 
 def build_tiny_cross_encoder(path: Path) -> Path:
@@ -84,7 +84,7 @@ def build_tiny_cross_encoder(path: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
     pieces = [*letters, *(f"##{c}" for c in letters), *".,?!-'/"]
-    vocab_list = list(dict.fromkeys([*specials, *CROSS_ENCODER_WORDS, *pieces]))
+    vocab_list = list(dict.fromkeys([*specials, *CROSS_ENCODER_TEXT.split(), *pieces]))
     vocab = {token: i for i, token in enumerate(vocab_list)}
 
     wordpiece = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -190,7 +191,7 @@ def test_file_without_read_permission_raises_document_error(tmp_path):
     write_tree(tmp_path, {"secret.md": "text"})
     (tmp_path / "secret.md").chmod(0)
     try:
-        with pytest.raises(DocumentError, match="secret.md"):
+        with pytest.raises(DocumentError, match=r"secret\.md"):
             load_documents(tmp_path)
     finally:
         (tmp_path / "secret.md").chmod(0o644)
@@ -221,7 +222,7 @@ def test_long_text_is_windowed_with_the_configured_overlap():
 
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert all(len(words_of(c)) <= 100 for c in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert words_of(before)[-20:] == words_of(after)[:20]
     assert words_of(chunks[0])[0] == "w0"
     assert words_of(chunks[-1])[-1] == "w499"
@@ -576,7 +577,11 @@ def test_crash_while_rebuilding_keeps_the_existing_index_usable(
 
     with pytest.raises(RuntimeError, match="simulated"):
         build_index(
-            tiny_docs, out, failing, IndexBuildConfig(embed_batch_size=1), progress=False
+            tiny_docs,
+            out,
+            failing,
+            IndexBuildConfig(embed_batch_size=1),
+            progress=False,
         )
 
     assert os.listdir(tmp_path) == ["index"]
@@ -603,9 +608,10 @@ def test_build_into_an_empty_folder_succeeds(tmp_path, tiny_docs, embedder):
 
     build_index(tiny_docs, tmp_path / "index", embedder, progress=False)
 
-    assert len(load(tmp_path / "index", embedder)) == read_manifest(
-        tmp_path / "index"
-    ).chunk_count
+    assert (
+        len(load(tmp_path / "index", embedder))
+        == read_manifest(tmp_path / "index").chunk_count
+    )
 
 
 def test_build_refuses_to_overwrite_a_folder_that_is_not_an_index(

@@ -1,0 +1,124 @@
+"""Prometheus metrics through Ray Serve's metrics API (exported by Ray's agent).
+
+Each metric carries Serve's own `deployment`, `replica` and `application`
+tags, so dashboards and autoscaling policies can split by node. Outside a Serve
+replica (unit tests, `ragserve ask`) recording is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+logger = logging.getLogger("ragserve.telemetry")
+
+_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+class Metrics:
+    """The graph's Prometheus series (created lazily, once per process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._metrics: dict[str, Any] | None = None
+        self._disabled = False
+
+    def _get(self) -> dict[str, Any] | None:
+        if self._metrics is not None or self._disabled:
+            return self._metrics
+        with self._lock:
+            if self._metrics is None and not self._disabled:
+                try:
+                    self._metrics = _create()
+                except Exception:  # not inside Ray: nothing to export to
+                    logger.debug("metrics disabled", exc_info=True)
+                    self._disabled = True
+        return self._metrics
+
+    def queue_wait(self, node: str, kind: str, wait_ms: float) -> None:
+        """A request's wait: kind is `batch`, `handle` or `engine`."""
+        m = self._get()
+        if m:
+            m["queue_wait"].observe(wait_ms, tags={"node": node, "queue": kind})
+
+    def batch_size(self, node: str, size: int) -> None:
+        m = self._get()
+        if m:
+            m["batch_size"].observe(size, tags={"node": node})
+
+    def generation(
+        self, ttft_ms: float | None, itl_ms: list[float], completion_tokens: int
+    ) -> None:
+        m = self._get()
+        if not m:
+            return
+        if ttft_ms is not None:
+            m["ttft"].observe(ttft_ms)
+        for gap in itl_ms:
+            m["itl"].observe(gap)
+        if completion_tokens:
+            m["tokens"].inc(completion_tokens)
+
+    def gpu_memory(self, node: str, attrs: dict[str, int]) -> None:
+        m = self._get()
+        if not m:
+            return
+        for key, value in attrs.items():
+            if key.startswith("gpu.memory."):
+                kind = key.removeprefix("gpu.memory.").removesuffix("_bytes")
+                m["gpu_memory"].set(value, tags={"node": node, "kind": kind})
+
+    def kv_cache_usage(self, usage: float) -> None:
+        m = self._get()
+        if m:
+            m["kv_cache"].set(usage)
+
+
+def _create() -> dict[str, Any]:
+    import ray
+    from ray.serve import metrics
+
+    if not ray.is_initialized():
+        raise RuntimeError("ray is not initialized")
+    return {
+        "queue_wait": metrics.Histogram(
+            "ragserve_queue_wait_ms",
+            description="Time a request waited before its step ran, by queue.",
+            boundaries=_MS_BOUNDARIES,
+            tag_keys=("node", "queue"),
+        ),
+        "batch_size": metrics.Histogram(
+            "ragserve_batch_size",
+            description="Size of the batch each request landed in.",
+            boundaries=_SIZE_BOUNDARIES,
+            tag_keys=("node",),
+        ),
+        "ttft": metrics.Histogram(
+            "ragserve_time_to_first_token_ms",
+            description="Generator: time to the first token.",
+            boundaries=_MS_BOUNDARIES,
+        ),
+        "itl": metrics.Histogram(
+            "ragserve_inter_token_latency_ms",
+            description="Generator: gap between streamed chunks.",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+        ),
+        "tokens": metrics.Counter(
+            "ragserve_generated_tokens_total",
+            description="Completion tokens generated (rate() gives tokens/s).",
+        ),
+        "gpu_memory": metrics.Gauge(
+            "ragserve_gpu_memory_bytes",
+            description="GPU memory by kind (allocated/reserved: torch; used/total: NVML).",
+            tag_keys=("node", "kind"),
+        ),
+        "kv_cache": metrics.Gauge(
+            "ragserve_kv_cache_usage",
+            description="Generator: fraction of the KV cache in use.",
+        ),
+    }
+
+
+METRICS = Metrics()
