@@ -37,8 +37,22 @@ models: $(STAMP)
 index: models
 	@if [ -f "$(INDEX)/manifest.json" ]; then echo "index: $(INDEX) (exists)"; else $(BIN)/ragserve index build --docs docs --out "$(INDEX)"; fi
 
+# Traces go to Jaeger when one listens on OTLP gRPC 4317 (e.g. after `make jaeger`).
 serve: index
+	@if [ -z "$$OTEL_EXPORTER_OTLP_ENDPOINT" ] && (exec 3<>/dev/tcp/127.0.0.1/4317) 2>/dev/null; then \
+	  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317; \
+	  echo "tracing: exporting to Jaeger at 127.0.0.1:4317 (UI http://127.0.0.1:16686)"; \
+	fi; \
 	$(BIN)/ragserve serve --index "$(INDEX)" $(if $(CONFIG),--config $(CONFIG))
+
+JAEGER_IMAGE ?= jaegertracing/jaeger:2.15.0
+jaeger:
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "error: make jaeger needs a running container engine (docker); without one, run any OTLP receiver and set OTEL_EXPORTER_OTLP_ENDPOINT (docs/observability.md)" >&2; exit 1; \
+	fi
+	docker run -d --rm --name ragserve-jaeger -p 127.0.0.1:16686:16686 \
+	  -p 127.0.0.1:4317:4317 -p 127.0.0.1:4318:4318 $(JAEGER_IMAGE)
+	@echo "Jaeger UI: http://127.0.0.1:16686 — 'make serve' now exports traces to it"
 
 ask: index
 	$(BIN)/ragserve ask --index "$(INDEX)" "$(Q)"

@@ -23,10 +23,12 @@ class Queued(Generic[T]):
 
     payload: T
     enqueued_at: float
+    #: Wall clock (ns) at enqueue, to draw the wait as a span.
+    enqueued_wall_ns: int = 0
 
     @classmethod
     def now(cls, payload: T) -> Queued[T]:
-        return cls(payload, time.perf_counter())
+        return cls(payload, time.perf_counter(), time.time_ns())
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,15 @@ class BatchInfo:
     size: int
     wait_ms: float
     run_ms: float
+    enqueued_wall_ns: int = 0
+
+    @property
+    def batch_start_ns(self) -> int:
+        return self.enqueued_wall_ns + int(self.wait_ms * 1e6)
+
+    @property
+    def batch_end_ns(self) -> int:
+        return self.batch_start_ns + int(self.run_ms * 1e6)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ async def run_batch(
                 size=len(items),
                 wait_ms=(started - item.enqueued_at) * 1000.0,
                 run_ms=run_ms,
+                enqueued_wall_ns=item.enqueued_wall_ns,
             ),
         )
         for item, result in zip(items, results, strict=True)

@@ -18,13 +18,23 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from graph import protocol as p
 from graph.config import RagServingArgs
-from graph.errors import APIError, install_error_handlers, sse_error, to_api_error
+from graph.errors import (
+    APIError,
+    error_response,
+    install_error_handlers,
+    sse_error,
+    to_api_error,
+)
 from graph.pipeline import RagPipeline, RetrievalOptions
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from retrieval.types import Hit
+from telemetry.tracing import extract, trace_id_hex, tracer
 
 logger = logging.getLogger("ragserve.api")
 
@@ -57,20 +67,27 @@ def create_app(ctx: ServingContext) -> FastAPI:
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def request_id_and_auth(request: Request, call_next: Any) -> Response:
+    async def request_context(request: Request, call_next: Any) -> Response:
+        """Request id, the `rag.request` root span (continuing a client's
+        `traceparent`), `x-trace-id`, and API-key authentication."""
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
-        if ctx.api_keys and request.url.path.startswith("/v1/"):
-            auth = request.headers.get("authorization", "")
-            token = (
-                auth.removeprefix("Bearer ").strip()
-                if auth.startswith("Bearer ")
-                else ""
-            )
-            if token not in ctx.api_keys:
-                from graph.errors import error_response
-
-                return error_response(
+        span = tracer().start_span(
+            "rag.request",
+            context=extract(request.headers),
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "url.path": request.url.path,
+                "request.id": rid,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            if _authorized(request, ctx.api_keys):
+                response: Response = await call_next(request)
+            else:
+                response = error_response(
                     APIError(
                         401,
                         "Missing or invalid API key (Authorization: Bearer ...).",
@@ -78,8 +95,21 @@ def create_app(ctx: ServingContext) -> FastAPI:
                     ),
                     rid,
                 )
-        response: Response = await call_next(request)
+        except BaseException:
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
         response.headers["x-request-id"] = rid
+        trace_id = trace_id_hex(span)
+        if trace_id:
+            response.headers["x-trace-id"] = trace_id
+        span.set_attribute("http.response.status_code", response.status_code)
+        body = getattr(response, "body_iterator", None)
+        if body is None:
+            span.end()
+        else:  # streaming: the request lasts until the last byte is sent
+            response.body_iterator = _end_span_after(body, span)  # type: ignore[attr-defined]
         return response
 
     @app.get("/health")
@@ -255,6 +285,21 @@ def create_app(ctx: ServingContext) -> FastAPI:
         )
 
     return app
+
+
+def _authorized(request: Request, keys: frozenset[str]) -> bool:
+    if not keys or not request.url.path.startswith("/v1/"):
+        return True
+    auth = request.headers.get("authorization", "")
+    return auth.startswith("Bearer ") and auth.removeprefix("Bearer ").strip() in keys
+
+
+async def _end_span_after(body: AsyncIterator[Any], span: Any) -> AsyncIterator[Any]:
+    try:
+        async for part in body:
+            yield part
+    finally:
+        span.end()
 
 
 def _check_model(requested: str | None, served: str) -> str:

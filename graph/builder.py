@@ -36,10 +36,11 @@ def build_app(
     cfg = RagServingArgs.load(args)
     nodes = cfg.deployments
     models = cfg.models
+    telemetry = cfg.telemetry
     embedder = (
         _node(EmbedderDeployment)
         .options(**nodes.embedder.serve_options("embedder"))
-        .bind(models.embedder, cfg.batching.embedder)
+        .bind(models.embedder, cfg.batching.embedder, telemetry)
     )
     retriever = (
         _node(RetrieverDeployment)
@@ -49,25 +50,36 @@ def build_app(
             embedder,
             cfg.batching.retriever,
             cfg.retrieval.use_gpu,
+            telemetry,
         )
     )
     reranker = (
         _node(RerankerDeployment)
         .options(**nodes.reranker.serve_options("reranker"))
-        .bind(models.reranker, models.embedder, cfg.batching.reranker)
+        .bind(models.reranker, models.embedder, cfg.batching.reranker, telemetry)
     )
     generator = (
         _node(GeneratorDeployment)
         .options(
-            **nodes.generator.serve_options("generator", extra_env=models.generator.env)
+            **nodes.generator.serve_options("generator", extra_env=_generator_env(cfg))
         )
-        .bind(models.generator, cfg.telemetry.otlp_endpoint)
+        .bind(models.generator, telemetry)
     )
     return (
         _node(IngressDeployment)
         .options(**nodes.ingress.serve_options("ingress"))
         .bind(embedder, retriever, reranker, generator, cfg)
     )
+
+
+def _generator_env(cfg: RagServingArgs) -> dict[str, str]:
+    env = dict(cfg.models.generator.env)
+    # vLLM's own exporter reads the protocol from the environment only.
+    if cfg.telemetry.otlp_protocol:
+        env.setdefault(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", cfg.telemetry.otlp_protocol
+        )
+    return env
 
 
 def _node(deployment: Any) -> Any:

@@ -171,6 +171,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(ns: argparse.Namespace) -> int:
+    from graph.trace_view import fetch_trace, parse_trace, render_waterfall
+
+    trace = fetch_trace(ns.jaeger, ns.trace_id)
+    print(render_waterfall(parse_trace(trace)))
+    return 0
+
+
 def cmd_config_show(ns: argparse.Namespace) -> int:
     print(_load_args(ns).to_yaml(), end="")
     return 0
@@ -245,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
+    tr = sub.add_parser("trace", help="print one request's trace from Jaeger")
+    tr.add_argument("trace_id", help="the x-trace-id a response carried")
+    tr.add_argument(
+        "--jaeger",
+        default=os.environ.get("RAGSERVE_JAEGER_URL", "http://127.0.0.1:16686"),
+        help="Jaeger query URL (default $RAGSERVE_JAEGER_URL or http://127.0.0.1:16686)",
+    )
+    tr.set_defaults(func=cmd_trace)
+
     config = sub.add_parser("config", help="inspect configuration").add_subparsers(
         dest="config_command", required=True
     )
@@ -262,12 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if ns.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from graph.trace_view import TraceError
     from models.errors import ModelError
     from retrieval.index import RetrievalError
 
     try:
         return int(ns.func(ns))
-    except (CLIError, ConfigError, ModelError, RetrievalError) as exc:
+    except (CLIError, ConfigError, ModelError, RetrievalError, TraceError) as exc:
         print(f"ragserve: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

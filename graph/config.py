@@ -35,6 +35,25 @@ def default_cache_dir() -> Path:
     ).expanduser()
 
 
+class _PerNodeDefaults(_Section):
+    """Sections whose nodes have their own defaults: a partial node in YAML
+    (`generator: {num_gpus: 1}`) is merged over that node's defaults instead of
+    replacing them with the generic ones."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_over_node_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            if isinstance(given, dict) and field.default_factory is not None:
+                default = field.default_factory()  # type: ignore[call-arg]
+                merged[name] = {**default.model_dump(exclude_unset=True), **given}
+        return merged
+
+
 class ModelsConfig(_Section):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
@@ -73,7 +92,7 @@ class RetrievalConfig(_Section):
         return self
 
 
-class BatchingConfig(_Section):
+class BatchingConfig(_PerNodeDefaults):
     embedder: BatchConfig = Field(
         default_factory=lambda: BatchConfig(
             max_batch_size=32, batch_wait_timeout_s=0.01
@@ -167,7 +186,7 @@ def _node(num_cpus: float, **kwargs: Any) -> Any:
     return lambda: DeploymentConfig(num_cpus=num_cpus, **kwargs)
 
 
-class DeploymentsConfig(_Section):
+class DeploymentsConfig(_PerNodeDefaults):
     ingress: DeploymentConfig = Field(
         default_factory=_node(0.1, max_ongoing_requests=256)
     )

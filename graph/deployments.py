@@ -3,7 +3,9 @@
 Each deployment takes its engine factory as a constructor argument (tests may
 inject their own), warms the engine up with a real call before it reports
 ready, and batches concurrent requests with `ray.serve.batch` (the generator
-relies on vLLM's continuous batching instead).
+relies on vLLM's continuous batching instead). Every call takes an optional
+`trace` carrier and opens its step span under it, with the waits (handle
+queue, batch window, engine scheduler) as child spans.
 """
 
 from __future__ import annotations
@@ -11,24 +13,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import numpy as np
+from opentelemetry.trace import Span
 from ray import serve
 
 from batching.config import BatchConfig
-from batching.queue import Batched, BatchLog, Queued, run_batch
+from batching.queue import Batched, BatchInfo, BatchLog, Queued, run_batch
 from graph.engines import make_embedder, make_generator, make_reranker
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from models.embedder import Embedder
 from models.generation import Chunk, GenerationEngine, GenerationRequest
 from models.reranker import Reranker
 from retrieval.types import Hit
+from telemetry.config import TelemetryConfig
+from telemetry.gpu import gpu_memory_attributes
+from telemetry.metrics import metrics
+from telemetry.tracing import (
+    SENT_AT,
+    record_interval,
+    setup_tracing,
+    step_span,
+    trace_headers,
+    tracer,
+    tracing_enabled,
+)
 
 logger = logging.getLogger("ragserve.deployments")
 
 WARMUP_TEXT = "ragserve warm-up"
+Carrier = dict[str, str] | None
 
 
 def _configure_batching(method: Any, config: BatchConfig) -> None:
@@ -38,36 +55,83 @@ def _configure_batching(method: Any, config: BatchConfig) -> None:
     )
 
 
-def _replica_id() -> str:
+def replica_id() -> str:
     try:
-        return serve.get_replica_context().replica_id.unique_id
+        return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:  # outside a replica (unit tests)
         return f"pid-{os.getpid()}"
 
 
-class _BatchedNode:
-    """Shared bookkeeping for batched nodes."""
+def _handle_wait_ms(trace: Carrier) -> float | None:
+    if not trace or SENT_AT not in trace:
+        return None
+    return max(0.0, (time.time_ns() - int(trace[SENT_AT])) / 1e6)
+
+
+class _Node:
+    """Shared bookkeeping: tracing set-up, batch log, span attributes."""
 
     node = "node"
 
-    def __init__(self) -> None:
+    def _init_node(self, telemetry: TelemetryConfig | None) -> None:
+        self.replica_id = replica_id()
         self.batch_log = BatchLog()
         self.ready = False
+        setup_tracing(telemetry or TelemetryConfig(), self.node, self.replica_id)
 
-    def _record(self, batched: Batched[Any]) -> Any:
-        self.batch_log.record(batched.info)
+    def _attrs(self) -> dict[str, Any]:
+        return {"deployment": self.node, "replica.id": self.replica_id}
+
+    def _observe(self, span: Span, trace: Carrier, batched: Batched[Any]) -> Any:
+        """Record one request's batch: log, metrics, span attributes, wait spans."""
+        info: BatchInfo = batched.info
+        self.batch_log.record(info)
+        metrics().batch_size(self.node, info.size)
+        metrics().queue_wait(self.node, "batch", info.wait_ms)
+        handle_ms = _handle_wait_ms(trace)
+        if handle_ms is not None:
+            metrics().queue_wait(self.node, "handle", handle_ms)
+        if span.is_recording():
+            gpu = gpu_memory_attributes()
+            metrics().gpu_memory(self.node, gpu)
+            span.set_attributes(
+                {
+                    "batch.size": info.size,
+                    "batch.wait_ms": round(info.wait_ms, 3),
+                    **gpu,
+                }
+            )
+            batch_attrs = {"batch.size": info.size, "batch.wait_ms": info.wait_ms}
+            record_interval(
+                "queue.batch",
+                info.enqueued_wall_ns,
+                info.batch_start_ns,
+                parent=span,
+                attributes=batch_attrs,
+            )
+            record_interval(
+                f"{self.node}.run",
+                info.batch_start_ns,
+                info.batch_end_ns,
+                parent=span,
+                attributes={"batch.size": info.size, **gpu},
+            )
         return batched.result
 
     async def stats(self) -> dict[str, Any]:
         """Batch sizes and queue waits seen by this replica."""
-        return {"node": self.node, "replica": _replica_id(), **self.batch_log.summary()}
+        return {
+            "node": self.node,
+            "replica": self.replica_id,
+            **self.batch_log.summary(),
+        }
 
     async def readiness(self) -> str:
         return "ready" if self.ready else "warming"
 
 
 @serve.deployment
-class EmbedderDeployment(_BatchedNode):
+class EmbedderDeployment(_Node):
     """Embeds texts; concurrent requests share forward passes."""
 
     node = "embedder"
@@ -76,9 +140,10 @@ class EmbedderDeployment(_BatchedNode):
         self,
         config: EmbedderConfig,
         batching: BatchConfig,
+        telemetry: TelemetryConfig | None = None,
         engine_factory: Callable[[EmbedderConfig], Embedder] = make_embedder,
     ) -> None:
-        super().__init__()
+        self._init_node(telemetry)
         self.engine = engine_factory(config)
         _configure_batching(self._embed_batch, batching)
         self.engine.embed([WARMUP_TEXT])
@@ -87,12 +152,18 @@ class EmbedderDeployment(_BatchedNode):
     async def describe(self) -> dict[str, Any]:
         return {"model_id": self.engine.model_id, "dimension": self.engine.dimension}
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        vectors, _ = self._record(await self._embed_batch(Queued.now(texts)))
+    async def embed(self, texts: list[str], trace: Carrier = None) -> np.ndarray:
+        vectors, _ = await self.embed_with_usage(texts, trace)
         return vectors
 
-    async def embed_with_usage(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        return self._record(await self._embed_batch(Queued.now(texts)))
+    async def embed_with_usage(
+        self, texts: list[str], trace: Carrier = None
+    ) -> tuple[np.ndarray, int]:
+        with step_span(
+            "rag.embed", trace, {**self._attrs(), "texts": len(texts)}
+        ) as span:
+            batched = await self._embed_batch(Queued.now(texts))
+            return self._observe(span, trace, batched)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _embed_batch(
@@ -117,7 +188,7 @@ class EmbedderDeployment(_BatchedNode):
 
 
 @serve.deployment
-class RetrieverDeployment(_BatchedNode):
+class RetrieverDeployment(_Node):
     """FAISS search; concurrent queries share one index scan."""
 
     node = "retriever"
@@ -128,10 +199,11 @@ class RetrieverDeployment(_BatchedNode):
         embedder: Any,
         batching: BatchConfig,
         use_gpu: Literal["auto", "never", "always"] = "auto",
+        telemetry: TelemetryConfig | None = None,
     ) -> None:
         from retrieval.index import FaissRetriever
 
-        super().__init__()
+        self._init_node(telemetry)
         _configure_batching(self._search_batch, batching)
         # The index must match the embedder the graph runs, not just the config.
         info = await embedder.describe.remote()
@@ -144,8 +216,12 @@ class RetrieverDeployment(_BatchedNode):
     async def describe(self) -> dict[str, Any]:
         return self.retriever.manifest.model_dump(mode="json", exclude={"documents"})
 
-    async def search(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        return self._record(await self._search_batch(Queued.now((vectors, k))))
+    async def search(
+        self, vectors: np.ndarray, k: int, trace: Carrier = None
+    ) -> list[list[Hit]]:
+        with step_span("rag.retrieve", trace, {**self._attrs(), "top_k": k}) as span:
+            batched = await self._search_batch(Queued.now((vectors, k)))
+            return self._observe(span, trace, batched)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _search_batch(
@@ -167,7 +243,7 @@ class RetrieverDeployment(_BatchedNode):
 
 
 @serve.deployment
-class RerankerDeployment(_BatchedNode):
+class RerankerDeployment(_Node):
     """Scores passages; pairs from concurrent requests share token-budget batches."""
 
     node = "reranker"
@@ -177,11 +253,12 @@ class RerankerDeployment(_BatchedNode):
         config: RerankerConfig,
         embedder_config: EmbedderConfig,
         batching: BatchConfig,
+        telemetry: TelemetryConfig | None = None,
         engine_factory: Callable[
             [RerankerConfig, EmbedderConfig], Reranker
         ] = make_reranker,
     ) -> None:
-        super().__init__()
+        self._init_node(telemetry)
         self.engine = engine_factory(config, embedder_config)
         _configure_batching(self._rerank_batch, batching)
         self.engine.score(WARMUP_TEXT, [WARMUP_TEXT, "another passage"])
@@ -190,10 +267,15 @@ class RerankerDeployment(_BatchedNode):
     async def describe(self) -> dict[str, Any]:
         return {"model_id": self.engine.model_id}
 
-    async def rerank(self, query: str, passages: list[str]) -> list[float]:
+    async def rerank(
+        self, query: str, passages: list[str], trace: Carrier = None
+    ) -> list[float]:
         if not passages:
             return []
-        return self._record(await self._rerank_batch(Queued.now((query, passages))))
+        attrs = {**self._attrs(), "passages": len(passages)}
+        with step_span("rag.rerank", trace, attrs) as span:
+            batched = await self._rerank_batch(Queued.now((query, passages)))
+            return self._observe(span, trace, batched)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _rerank_batch(
@@ -211,15 +293,30 @@ class RerankerDeployment(_BatchedNode):
 class GeneratorDeployment:
     """Streams completions from one vLLM engine (continuous batching inside)."""
 
+    node = "generator"
+
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self,
         config: GeneratorConfig,
-        otlp_endpoint: str | None = None,
+        telemetry: TelemetryConfig | None = None,
         engine_factory: Callable[
             [GeneratorConfig, str | None], GenerationEngine
         ] = make_generator,
     ) -> None:
-        self.engine = engine_factory(config, otlp_endpoint)
+        self.replica_id = replica_id()
+        telemetry = telemetry or TelemetryConfig()
+        setup_tracing(telemetry, self.node, self.replica_id)
+        from telemetry.tracing import resolve_endpoint
+
+        endpoint, protocol = resolve_endpoint(telemetry)
+        if (
+            endpoint
+            and protocol == "http/protobuf"
+            and not endpoint.endswith("/v1/traces")
+        ):
+            # vLLM hands the endpoint to the HTTP exporter as the full URL.
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
+        self.engine = engine_factory(config, endpoint)
         await self.engine.start()
 
     async def describe(self) -> dict[str, Any]:
@@ -228,14 +325,99 @@ class GeneratorDeployment:
             "max_model_len": self.engine.max_model_len,
         }
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self.engine.generate(request):
-            yield chunk
+    async def generate(
+        self, request: GenerationRequest, trace: Carrier = None
+    ) -> AsyncIterator[Chunk]:
+        # The span is ended by hand: a context manager held across `yield`
+        # would leak the current-span context into the consumer.
+        parent_ctx = None
+        if trace:
+            from telemetry.tracing import extract
+
+            parent_ctx = extract(trace)
+        sent_at = int(trace[SENT_AT]) if trace and SENT_AT in trace else None
+        now = time.time_ns()
+        span = tracer().start_span(
+            "rag.generate",
+            context=parent_ctx,
+            attributes={"deployment": self.node, "replica.id": self.replica_id},
+            start_time=sent_at if sent_at and sent_at <= now else now,
+        )
+        if sent_at is not None and sent_at <= now:
+            metrics().queue_wait(self.node, "handle", (now - sent_at) / 1e6)
+            if span.is_recording():
+                record_interval("queue.handle", sent_at, now, parent=span)
+        if tracing_enabled() and span.is_recording():
+            request.trace_headers = trace_headers(span)
+        submitted = time.time_ns()
+        first: int | None = None
+        last = submitted
+        gaps: list[float] = []
+        final: Chunk | None = None
+        try:
+            async for chunk in self.engine.generate(request):
+                stamp = time.time_ns()
+                if chunk.text:
+                    if first is None:
+                        first = stamp
+                    else:
+                        gaps.append((stamp - last) / 1e6)
+                    last = stamp
+                if chunk.finish_reason is not None:
+                    final = chunk
+                yield chunk
+        except BaseException as exc:
+            if not isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            else:
+                span.set_attribute("request.cancelled", True)
+            raise
+        finally:
+            ttft_ms = (first - submitted) / 1e6 if first is not None else None
+            metrics().generation(ttft_ms, gaps, final.completion_tokens if final else 0)
+            await self._finish_span(span, submitted, ttft_ms, final)
+
+    async def _finish_span(
+        self, span: Span, submitted: int, ttft_ms: float | None, final: Chunk | None
+    ) -> None:
+        try:
+            stats = await self.engine.stats()
+            if "kv_cache_usage" in stats:
+                metrics().kv_cache_usage(stats["kv_cache_usage"])
+            if not span.is_recording():
+                return
+            attrs: dict[str, Any] = {**gpu_memory_attributes()}
+            if ttft_ms is not None:
+                attrs["llm.ttft_ms"] = round(ttft_ms, 3)
+            if "kv_cache_usage" in stats:
+                attrs["llm.kv_cache_usage"] = float(stats["kv_cache_usage"])
+            if final is not None:
+                attrs["llm.prompt_tokens"] = final.prompt_tokens
+                attrs["llm.completion_tokens"] = final.completion_tokens
+                attrs["llm.finish_reason"] = final.finish_reason or ""
+                queue_s = final.metrics.get("queue_s")
+                if queue_s is not None:
+                    metrics().queue_wait(self.node, "engine", queue_s * 1000)
+                    attrs["llm.queue_ms"] = round(queue_s * 1000, 3)
+                    # vLLM reports the scheduler wait as a duration; it starts
+                    # when the request reached the engine.
+                    record_interval(
+                        "queue.engine",
+                        submitted,
+                        submitted + int(queue_s * 1e9),
+                        parent=span,
+                        attributes={"queue.wait_ms": queue_s * 1000},
+                    )
+            span.set_attributes(attrs)
+        finally:
+            span.end()
 
     async def stats(self) -> dict[str, Any]:
         return {
-            "node": "generator",
-            "replica": _replica_id(),
+            "node": self.node,
+            "replica": self.replica_id,
             **(await self.engine.stats()),
         }
 

@@ -17,11 +17,13 @@ from ray import serve
 
 from graph.api import ModelNames, ServingContext, create_app
 from graph.config import RagServingArgs
+from graph.deployments import replica_id
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
 from models.generation import Chunk, GenerationRequest
 from models.resolve import EMBEDDER_HUB_ID
 from retrieval.types import Hit
+from telemetry.tracing import inject, setup_tracing
 
 READINESS_TIMEOUT_S = 5.0
 
@@ -69,20 +71,25 @@ class IngressDeployment:
             "generator": generator,
         }
 
+        setup_tracing(args.telemetry, "ingress", replica_id())
+
+        # Each hop carries the W3C context (and the send time) explicitly, so
+        # the step spans join the request's trace whatever Ray propagates.
         async def embed(texts: list[str]) -> np.ndarray:
-            return await embedder.embed.remote(texts)
+            return await embedder.embed.remote(texts, inject())
 
         async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
-            return await embedder.embed_with_usage.remote(texts)
+            return await embedder.embed_with_usage.remote(texts, inject())
 
         async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
-            return await retriever.search.remote(vectors, k)
+            return await retriever.search.remote(vectors, k, inject())
 
         async def rerank(query: str, passages: list[str]) -> list[float]:
-            return await reranker.rerank.remote(query, passages)
+            return await reranker.rerank.remote(query, passages, inject())
 
         async def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
-            response = generator.options(stream=True).generate.remote(request)
+            stream = generator.options(stream=True)
+            response = stream.generate.remote(request, inject())
             finished = False
             try:
                 async for chunk in response:

@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from load_tests.scenarios import PayloadOptions, RequestSpec, ScenarioPicker, build_request
+from load_tests.scenarios import (
+    PayloadOptions,
+    RequestSpec,
+    ScenarioPicker,
+    build_request,
+)
 from load_tests.sse import SSEParser, read_event
 
 
@@ -113,6 +118,7 @@ class RequestRecord:
             `transport:<Exception>`, `stream_error`, `stream_incomplete`,
             `bad_response` or `cancelled`.
         retry_after: the Retry-After header of an error response.
+        detail: the start of the error body or exception text, for a human.
     """
 
     scenario: str
@@ -125,6 +131,7 @@ class RequestRecord:
     tokens: int = 0
     error: str | None = None
     retry_after: str | None = None
+    detail: str | None = None
 
 
 @dataclass
@@ -245,6 +252,7 @@ class LoadRunner:
     ) -> None:
         async def worker() -> None:
             while time.perf_counter() < end and self._sent < self.config.max_requests:
+                self._sent += 1
                 await self._one(client, index)
 
         clients = max(0, int(stage.load))
@@ -259,6 +267,8 @@ class LoadRunner:
             self._tasks.difference_update(workers)
 
     def _spawn(self, client: httpx.AsyncClient, index: int) -> None:
+        # Counted here, not when the task first runs, so the cap is exact.
+        self._sent += 1
         task = asyncio.create_task(self._one(client, index))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -276,7 +286,6 @@ class LoadRunner:
     async def _one(self, client: httpx.AsyncClient, stage: int) -> None:
         cfg = self.config
         spec = build_request(self.picker.pick(self.rng), cfg.payload, self.rng)
-        self._sent += 1
         sent = time.perf_counter()
         record = RequestRecord(spec.scenario, stage, sent - self._t0)
         self.records.append(record)
@@ -292,6 +301,7 @@ class LoadRunner:
             record.error = "timeout"
         except httpx.HTTPError as exc:
             record.error = f"transport:{type(exc).__name__}"
+            record.detail = str(exc)[:200] or None
         finally:
             if record.e2e_s is not None:
                 self._last_done = max(self._last_done, sent + record.e2e_s)
@@ -341,8 +351,9 @@ class LoadRunner:
                 now = time.perf_counter()
                 for data in parser.feed(chunk):
                     event = read_event(data)
-                    if event.error:
-                        record.error = record.error or "stream_error"
+                    if event.error and record.error is None:
+                        record.error = "stream_error"
+                        record.detail = event.error[:200]
                     if event.usage:
                         usage_tokens = int(event.usage.get("completion_tokens") or 0)
                     if event.done:
@@ -363,6 +374,7 @@ class LoadRunner:
 def _fail(record: RequestRecord, response: httpx.Response) -> None:
     record.error = f"http_{response.status_code}"
     record.retry_after = response.headers.get("retry-after")
+    record.detail = response.text[:200] or None
 
 
 def run(config: RunConfig) -> RunResult:

@@ -158,7 +158,5 @@ def parse_mix(text: str) -> dict[str, float]:
                 raise ValueError
             out[name.strip()] = float(weight)
         except ValueError:
-            raise ValueError(
-                f"--mix expects name=weight items, got {item!r}"
-            ) from None
+            raise ValueError(f"--mix expects name=weight items, got {item!r}") from None
     return out

@@ -111,7 +111,8 @@ def _create() -> dict[str, Any]:
         ),
         "gpu_memory": metrics.Gauge(
             "ragserve_gpu_memory_bytes",
-            description="GPU memory by kind (allocated/reserved: torch; used/total: NVML).",
+            description="GPU memory by kind (allocated/reserved: torch; "
+            "used/total: NVML).",
             tag_keys=("node", "kind"),
         ),
         "kv_cache": metrics.Gauge(
@@ -121,4 +122,10 @@ def _create() -> dict[str, Any]:
     }
 
 
-METRICS = Metrics()
+_METRICS = Metrics()
+
+
+def metrics() -> Metrics:
+    """This process's metrics (a function, so deployments pickled by value
+    reference it by name instead of copying its lock)."""
+    return _METRICS

@@ -51,7 +51,8 @@ def resolve_endpoint(config: TelemetryConfig) -> tuple[str | None, str]:
     )
     if protocol not in ("grpc", "http/protobuf"):
         raise ValueError(
-            f"OTLP protocol {protocol!r} is not supported; use 'grpc' or 'http/protobuf'"
+            f"OTLP protocol {protocol!r} is not supported; "
+            "use 'grpc' or 'http/protobuf'"
         )
     return endpoint or None, protocol
 
@@ -80,7 +81,7 @@ def setup_tracing(
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-        attributes = {
+        attributes: dict[str, Any] = {
             "service.name": config.service_name,
             "service.instance.id": replica_id or f"{component}-{os.getpid()}",
             "deployment": component,
@@ -183,11 +184,19 @@ def step_span(
     now = time.time_ns()
     start = sent_at if sent_at is not None and sent_at <= now else now
     span = tracer().start_span(
-        name, context=parent, kind=kind, attributes=dict(attributes or {}), start_time=start
+        name,
+        context=parent,
+        kind=kind,
+        attributes=dict(attributes or {}),
+        start_time=start,
     )
     if sent_at is not None and span.is_recording():
         record_interval(
-            "queue.handle", start, now, parent=span, attributes={"queue.wait_ms": (now - start) / 1e6}
+            "queue.handle",
+            start,
+            now,
+            parent=span,
+            attributes={"queue.wait_ms": (now - start) / 1e6},
         )
     with trace.use_span(span, end_on_exit=True, record_exception=False) as current:
         try:

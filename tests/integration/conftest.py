@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.otlp_receiver import OTLPReceiver
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -22,8 +24,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def graph_args(index_dir: Path, model_dir: Path, port: int) -> dict[str, Any]:
+def graph_args(
+    index_dir: Path, model_dir: Path, port: int, otlp_endpoint: str | None = None
+) -> dict[str, Any]:
     return {
+        "telemetry": {
+            "otlp_endpoint": otlp_endpoint,
+            "otlp_protocol": "http/protobuf",
+            "sampling_ratio": 1.0,
+        },
         "models": {
             "generator": {
                 "model": str(model_dir),
@@ -53,13 +62,24 @@ def graph_args(index_dir: Path, model_dir: Path, port: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def serve_graph(docs_index: Path, tiny_llama: Path) -> Iterator[dict[str, Any]]:
-    """Deploy the graph once; yield its base URL and args."""
+def otlp_receiver() -> Iterator[OTLPReceiver]:
+    """A real OTLP/HTTP receiver the whole graph exports its traces to."""
+    with OTLPReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture(scope="session")
+def serve_graph(
+    docs_index: Path, tiny_llama: Path, otlp_receiver: OTLPReceiver
+) -> Iterator[dict[str, Any]]:
+    """Deploy the graph once, tracing on; yield its base URL and args."""
     from graph import server
     from graph.config import RagServingArgs
 
     port = free_port()
-    args = RagServingArgs.load(graph_args(docs_index, tiny_llama, port))
+    args = RagServingArgs.load(
+        graph_args(docs_index, tiny_llama, port, otlp_receiver.endpoint)
+    )
     started = time.perf_counter()
     url = server.start(args, num_cpus=2)
     try:

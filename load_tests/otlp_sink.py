@@ -1,0 +1,99 @@
+"""A local OTLP/HTTP trace receiver that counts what it is sent.
+
+Accepts `POST .../v1/traces` (protobuf, optionally gzip) on loopback, answers
+200 with an empty `ExportTraceServiceResponse`, and keeps counts of requests,
+spans and span names. Enough to learn whether a tracing config takes effect;
+not a trace store.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class OTLPSink:
+    """Run with `start()`; read with `snapshot()`; end with `stop()`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.undecoded = 0
+        self.span_names: Counter[str] = Counter()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                    body = gzip.decompress(body)
+                sink._record(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # one line per export would drown the bench's output
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The traces URL to give an exporter (`.../v1/traces`)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1/traces"
+
+    def start(self) -> OTLPSink:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="otlp-sink", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _record(self, body: bytes) -> None:
+        names = _span_names(body)
+        with self._lock:
+            self.requests += 1
+            if names is None:
+                self.undecoded += 1
+            else:
+                self.span_names.update(names)
+
+    def snapshot(self) -> dict[str, Any]:
+        """`{"requests", "spans", "undecoded", "names": {name: count}}`."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "spans": sum(self.span_names.values()),
+                "undecoded": self.undecoded,
+                "names": dict(self.span_names),
+            }
+
+
+def _span_names(body: bytes) -> list[str] | None:
+    try:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+    except Exception:  # not protobuf, or the proto package is missing
+        return None
+    return [
+        span.name
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
