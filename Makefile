@@ -67,10 +67,17 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 test: lint models
-	$(BIN)/pytest -v --durations=15 tests
+	$(BIN)/pytest -v --durations=15
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -v tests/unit
+
+# Side-by-side load comparisons on this machine (~15 min on 2 cores), written to
+# load_tests/results/<time>/ (results.md, results.json, PNGs); flags via BENCH_ARGS,
+# e.g. make bench BENCH_ARGS="--rounds 5 --sections overhead,batching".
+BENCH_ARGS ?=
+bench: index
+	$(BIN)/python -m load_tests.bench --index "$(INDEX)" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

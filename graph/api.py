@@ -324,6 +324,7 @@ def _sampling(
         top_p=1.0 if body.top_p is None else body.top_p,
         stop=body.stop_list(),
         seed=body.seed,
+        ignore_eos=body.ignore_eos,
     )
 
 

@@ -61,6 +61,7 @@ def cmd_models_prepare(ns: argparse.Namespace) -> int:
 
 def cmd_index_build(ns: argparse.Namespace) -> int:
     from graph.engines import make_embedder
+    from retrieval.documents import load_documents
     from retrieval.index import build_index
 
     args = _load_args(ns)
@@ -82,6 +83,7 @@ def cmd_index_build(ns: argparse.Namespace) -> int:
             f"docs folder {docs} does not exist; pass --docs DIR with .md or .txt files"
         )
     started = time.perf_counter()
+    load_documents(docs)  # bad documents fail before the model loads
     embedder = make_embedder(args.models.embedder)
     manifest = build_index(docs, Path(ns.out), embedder, build, progress=not ns.quiet)
     print(
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--index", help="index folder (default: retrieval.index_dir)")
     ask.add_argument("--model", help="generator model folder or hub id")
+    ask.add_argument("--embedder", help="embedder model (must match the index)")
     ask.add_argument("--max-tokens", type=int)
     ask.add_argument("--temperature", type=float, default=0.0)
     ask.add_argument("--seed", type=int)
@@ -247,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the graph on Ray Serve until Ctrl-C")
     serve.add_argument("--index", help="index folder (default: retrieval.index_dir)")
     serve.add_argument("--model", help="generator model folder or hub id")
+    serve.add_argument("--embedder", help="embedder model (must match the index)")
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--address", help="join an existing Ray cluster instead")

@@ -84,6 +84,8 @@ class _Sampling(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
+    ignore_eos: bool = False
 
     @field_validator("n")
     @classmethod

@@ -87,7 +87,7 @@ def parse_trace(trace: dict[str, Any]) -> list[SpanRow]:
             duration_us=int(span["duration"]),
             tags={t["key"]: t.get("value") for t in span.get("tags", [])},
         )
-    roots = []
+    roots: list[SpanRow] = []
     for row in rows.values():
         parent = rows.get(row.parent_id or "")
         (parent.children if parent else roots).append(row)

@@ -45,6 +45,7 @@ SECTIONS = ("overhead", "batching", "throughput", "generation", "tracing", "auto
 #: Ray starts its workers at niceness 15; the other servers get the same, so
 #: the load generator and other jobs compete alike with every server measured.
 RAY_WORKER_NICENESS = 15
+TRACED_SERVICE = "ragserve-bench-traced"
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -146,17 +147,30 @@ class Servers:
 
     def stop(self, name: str, grace_s: float = 60.0) -> None:
         server = self.running.pop(name, None)
-        if server is None or server.process.poll() is not None:
+        if server is None:
             return
-        log(f"stopping {name} (pid {server.process.pid})")
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            log(f"{name} ignored SIGTERM for {grace_s:.0f} s: killing its group")
+        pid = server.process.pid
+        if server.process.poll() is None:
+            log(f"stopping {name} (pid {pid})")
+            server.process.send_signal(signal.SIGTERM)
+            try:
+                server.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                log(f"{name} ignored SIGTERM for {grace_s:.0f} s: killing it")
+        # The server led its own process group; whatever is left in it (a
+        # vLLM engine process whose parent died, a Ray worker) was started by
+        # us and must not outlive the bench.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            log(f"{name}: processes left in its group {pid}; sending {sig.name}")
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=30)
+                os.killpg(pid, sig)
+            time.sleep(3)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.process.wait(timeout=10)
 
     def stop_all(self) -> None:
         for name in list(self.running):
@@ -582,6 +596,8 @@ def _run_sections(bench: Bench, sink: OTLPSink) -> None:
                 "otlp_endpoint": sink.endpoint,
                 "otlp_protocol": "http/protobuf",
                 "sampling_ratio": 1.0,
+                # Tells its spans apart from any an untraced app might send.
+                "service_name": TRACED_SERVICE,
             },
         )
         apps["traced"] = write_yaml(cfg / "traced.yaml", traced_cfg)
@@ -817,9 +833,12 @@ def tracing_note(snap: dict[str, Any]) -> str:
     """What the OTLP sink's counts say about the graph's tracing."""
     names: dict[str, int] = snap["names"]
     ours = {n: c for n, c in names.items() if n.startswith("rag.")}
+    # Apps without an endpoint must send nothing; their service is "ragserve".
+    strays = snap.get("services", {}).get("ragserve", 0)
+    stray = f"; {strays} spans came from the tracing-off apps" if strays else ""
     if ours:
         listed = ", ".join(f"{n} x{c}" for n, c in sorted(ours.items()))
-        return f"tracing on: the sink received {snap['spans']} spans ({listed})"
+        return f"tracing on: the sink received {snap['spans']} spans ({listed}){stray}"
     if snap["spans"]:
         listed = ", ".join(sorted(names))
         return (
@@ -1073,6 +1092,8 @@ def plot_ratios(rows: list[dict[str, Any]], path: Path) -> None:
             capsize=3,
         )
     ax.axvline(1.0, color="grey", linestyle="--")
+    # Log scale: half as fast and twice as fast sit equally far from 1.
+    ax.set_xscale("log")
     ax.set_yticks(ys)
     ax.set_yticklabels(
         [
@@ -1116,7 +1137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-s", type=float, default=2.0, help="seconds per warm-up")
     p.add_argument("--gen-max-tokens", type=int, default=64)
     p.add_argument(
-        "--ramp", default="2,6,12,12,12,0,0,0", help="autoscale: req/s per step"
+        "--ramp",
+        default="2,6,12,12,12,12,0,0,0",
+        help="autoscale: req/s per step (the trailing zeros show the scale-down)",
     )
     p.add_argument("--ramp-step-s", type=float, default=6.0)
     p.add_argument(

@@ -23,6 +23,7 @@ class OTLPSink:
         self.requests = 0
         self.undecoded = 0
         self.span_names: Counter[str] = Counter()
+        self.services: Counter[str] = Counter()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,26 +63,29 @@ class OTLPSink:
         self._server.server_close()
 
     def _record(self, body: bytes) -> None:
-        names = _span_names(body)
+        spans = _spans(body)
         with self._lock:
             self.requests += 1
-            if names is None:
+            if spans is None:
                 self.undecoded += 1
             else:
-                self.span_names.update(names)
+                self.span_names.update(name for _, name in spans)
+                self.services.update(service for service, _ in spans)
 
     def snapshot(self) -> dict[str, Any]:
-        """`{"requests", "spans", "undecoded", "names": {name: count}}`."""
+        """`{"requests", "spans", "undecoded", "names", "services"}`; the last
+        two count spans by span name and by the `service.name` that sent them."""
         with self._lock:
             return {
                 "requests": self.requests,
                 "spans": sum(self.span_names.values()),
                 "undecoded": self.undecoded,
                 "names": dict(self.span_names),
+                "services": dict(self.services),
             }
 
 
-def _span_names(body: bytes) -> list[str] | None:
+def _spans(body: bytes) -> list[tuple[str, str]] | None:
     try:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
@@ -91,9 +95,17 @@ def _span_names(body: bytes) -> list[str] | None:
         request.ParseFromString(body)
     except Exception:  # not protobuf, or the proto package is missing
         return None
-    return [
-        span.name
-        for resource in request.resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
+    out = []
+    for resource in request.resource_spans:
+        service = next(
+            (
+                a.value.string_value
+                for a in resource.resource.attributes
+                if a.key == "service.name"
+            ),
+            "",
+        )
+        out += [
+            (service, s.name) for scope in resource.scope_spans for s in scope.spans
+        ]
+    return out

@@ -97,7 +97,7 @@ def _from_details(now: float) -> list[dict[str, Any]]:
         for dep_name, dep in (app.get("deployments") or {}).items():
             states: dict[str, int] = {}
             for replica in dep.get("replicas") or []:
-                state = str(replica.get("state"))
+                state = _name(replica.get("state"))
                 states[state] = states.get(state, 0) + 1
             samples.append(
                 {
@@ -106,7 +106,7 @@ def _from_details(now: float) -> list[dict[str, Any]]:
                     "deployment": dep_name,
                     "running": states.get("RUNNING", 0),
                     "target": dep.get("target_num_replicas"),
-                    "status": str(dep.get("status")),
+                    "status": _name(dep.get("status")),
                     "states": states,
                 }
             )
@@ -119,9 +119,7 @@ def _from_status(now: float) -> list[dict[str, Any]]:
     samples = []
     for app_name, app in serve.status().applications.items():
         for dep_name, dep in app.deployments.items():
-            states = {
-                str(getattr(k, "value", k)): v for k, v in dep.replica_states.items()
-            }
+            states = {_name(k): v for k, v in dep.replica_states.items()}
             samples.append(
                 {
                     "t": now,
@@ -129,11 +127,16 @@ def _from_status(now: float) -> list[dict[str, Any]]:
                     "deployment": dep_name,
                     "running": states.get("RUNNING", 0),
                     "target": None,
-                    "status": str(getattr(dep.status, "value", dep.status)),
+                    "status": _name(dep.status),
                     "states": states,
                 }
             )
     return samples
+
+
+def _name(value: Any) -> str:
+    # Serve's states are str-valued enums: "RUNNING", not "ReplicaState.RUNNING".
+    return str(getattr(value, "value", value))
 
 
 class _LogTail:

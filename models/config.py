@@ -106,11 +106,10 @@ class GeneratorConfig(_Section):
         if self.served_model_name:
             return self.served_model_name
         if self.model == "default":
-            return DEFAULT_GENERATOR_NAME
+            from models.smollm2 import MODEL_NAME
+
+            return MODEL_NAME
         spec = self.model.rstrip("/")
         if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
             return spec.rsplit("/", 1)[-1]
         return spec
-
-
-DEFAULT_GENERATOR_NAME = "SmolLM2-135M-Instruct"

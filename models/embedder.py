@@ -16,6 +16,13 @@ from models.resolve import resolve_embedder_path
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def quiet_model_loading() -> None:
+    """No per-load progress bars from transformers: servers and CLIs log instead."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 class Embedder(abc.ABC):
     """Turns texts into unit vectors whose dot product is cosine similarity."""
 
@@ -59,6 +66,7 @@ class SentenceTransformerEmbedder(Embedder):
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
+        quiet_model_loading()
         path, model_id = resolve_embedder_path(model)
         self.model_id = model_id
         self._model = SentenceTransformer(path, device=device, **kwargs)

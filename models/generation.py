@@ -7,7 +7,7 @@ Knows the request/chunk types and the engine contract; knows nothing of vLLM
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ class SamplingOptions:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Keep generating past the end-of-sequence token (fixed-length benchmarks).
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -48,7 +50,8 @@ class Chunk:
     """One streamed increment.
 
     `text` is the new text since the previous chunk (may be empty on the last
-    one). The last chunk has `finish_reason` set ("stop" or "length") and the
+    one). The last chunk has `finish_reason` set ("stop", "length", or "abort"
+    when `GenerationEngine.abort` ended it) and the
     token counts; `metrics` then holds engine timings in seconds where the
     engine reports them (e.g. `ttft_s`, `queue_s`, `prefill_s`, `decode_s`).
     """
@@ -78,7 +81,7 @@ class GenerationEngine(abc.ABC):
         """Load the model and warm it up with one real request."""
 
     @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the completion of `request`.
 
         Yields:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from batching.token_budget import split_by_token_budget
-from models.embedder import Embedder
+from models.embedder import Embedder, quiet_model_loading
 from models.resolve import resolve_local_or_hub
 
 
@@ -54,6 +54,7 @@ class CrossEncoderReranker(Reranker):
     ) -> None:
         from sentence_transformers import CrossEncoder
 
+        quiet_model_loading()
         path = resolve_local_or_hub(model, "reranker")
         self.model_id = model
         self._model = CrossEncoder(path, device=device, max_length=max_length, **kwargs)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -69,6 +70,7 @@ class VLLMEngine(GenerationEngine):
         self._tokenizer: Any = None
         # Filled by the stat logger vLLM calls after every engine step.
         self._gauges: dict[str, Any] = {}
+        self._finished: Counter[str] = Counter()
 
     async def start(self) -> None:
         """Resolve the model, build the vLLM engine and run one short generation.
@@ -208,6 +210,7 @@ class VLLMEngine(GenerationEngine):
             top_p=opts.top_p,
             stop=list(opts.stop) or None,
             seed=opts.seed,
+            ignore_eos=opts.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         stream = engine.generate(
@@ -220,14 +223,16 @@ class VLLMEngine(GenerationEngine):
             trace_headers=request.trace_headers if self.otlp_traces_endpoint else None,
         )
         completion_tokens = 0
+        finish_reason = "abort"  # unless the engine says otherwise
         try:
             async for output in stream:
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
                 if output.finished:
+                    finish_reason = str(completion.finish_reason or "stop")
                     yield Chunk(
                         text=completion.text,
-                        finish_reason=str(completion.finish_reason or "stop"),
+                        finish_reason=finish_reason,
                         prompt_tokens=len(prompt_ids),
                         completion_tokens=completion_tokens,
                         metrics=_request_metrics(output.metrics),
@@ -244,6 +249,7 @@ class VLLMEngine(GenerationEngine):
             # vLLM abort the request. After a cancel or a normal end vLLM's
             # generator has already finished and this is a no-op.
             await stream.aclose()
+            self._finished[finish_reason] += 1
 
     async def abort(self, request_id: str) -> None:
         """Stop a running request; unknown ids are ignored."""
@@ -270,12 +276,15 @@ class VLLMEngine(GenerationEngine):
             `num_unfinished_requests` (requests the engine front end still
             tracks, now) and, once the engine has stepped, the scheduler's view
             after its latest step: `num_running_requests`,
-            `num_waiting_requests`, `kv_cache_usage` (0..1).
+            `num_waiting_requests`, `kv_cache_usage` (0..1); and
+            `finished_<reason>` counts of the requests this engine ended.
         """
         if self._engine is None:
             return {}
         result: dict[str, Any] = {
-            "num_unfinished_requests": self._engine.get_num_unfinished_requests()
+            "num_unfinished_requests": self._engine.get_num_unfinished_requests(),
+            # Requests ended here, by reason: stop, length, abort (client gone).
+            **{f"finished_{k}": v for k, v in sorted(self._finished.items())},
         }
         scheduler = self._gauges.get("scheduler")
         if scheduler is not None:

@@ -122,6 +122,7 @@ def test_disconnect_mid_stream_aborts_in_engine(serve_graph: dict[str, Any]) -> 
         "messages": [{"role": "user", "content": "Tell me a long story."}],
         "stream": True,
         "max_tokens": 900,
+        "ignore_eos": True,
         "rag": {"enabled": False},
     }
     with (

@@ -389,3 +389,22 @@ def test_cli_refuses_a_remote_target_before_sending(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_USAGE
     assert "loopback only" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+# --- the GPU profile --------------------------------------------------------------
+
+
+def test_gpu_profile_loads_and_fits_two_gpus() -> None:
+    from graph.config import RagServingArgs
+
+    args = RagServingArgs.load(REPO / "configs" / "gpu.yaml")
+    nodes = args.deployments
+    assert nodes.generator.num_gpus == 1.0
+    # Embedder and reranker share the second GPU even at their largest.
+    shared = sum(
+        node.num_gpus * node.autoscaling.max_replicas
+        for node in (nodes.embedder, nodes.reranker)
+    )
+    assert 0 < shared <= 1.0
+    assert args.models.generator.max_num_seqs == 128
+    assert args.models.reranker.kind == "cross-encoder"
