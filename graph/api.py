@@ -325,6 +325,7 @@ def _sampling(
         stop=body.stop_list(),
         seed=body.seed,
         ignore_eos=body.ignore_eos,
+        repetition_penalty=body.repetition_penalty or gen.repetition_penalty,
     )
 
 

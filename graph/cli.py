@@ -96,6 +96,8 @@ def cmd_index_build(ns: argparse.Namespace) -> int:
 
 
 def cmd_ask(ns: argparse.Namespace) -> int:
+    # The answer is the output here; engine start-up chatter is not.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     question = ns.question.strip()
     if not question:
         raise CLIError('the question is empty; pass it in quotes: ragserve ask "..."')
@@ -124,6 +126,7 @@ async def _ask(args: RagServingArgs, question: str, ns: argparse.Namespace) -> i
             max_tokens=ns.max_tokens or args.models.generator.default_max_tokens,
             temperature=ns.temperature,
             seed=ns.seed,
+            repetition_penalty=args.models.generator.repetition_penalty,
         )
         t1 = time.perf_counter()
         answer = await graph.pipeline.answer(
@@ -283,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if ns.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not ns.verbose:
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
     from graph.trace_view import TraceError
     from models.errors import ModelError
     from retrieval.index import RetrievalError

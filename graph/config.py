@@ -50,8 +50,20 @@ class _PerNodeDefaults(_Section):
             given = data.get(name)
             if isinstance(given, dict) and field.default_factory is not None:
                 default = field.default_factory()  # type: ignore[call-arg]
-                merged[name] = {**default.model_dump(exclude_unset=True), **given}
+                merged[name] = _deep_merge(
+                    default.model_dump(exclude_unset=True), given
+                )
         return merged
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class ModelsConfig(_Section):
@@ -182,19 +194,54 @@ class DeploymentConfig(_Section):
         return options
 
 
-def _node(num_cpus: float, **kwargs: Any) -> Any:
-    return lambda: DeploymentConfig(num_cpus=num_cpus, **kwargs)
+def _node(num_cpus: float, autoscaling: dict[str, Any], **kwargs: Any) -> Any:
+    return lambda: DeploymentConfig(
+        num_cpus=num_cpus, autoscaling=AutoscalingConfig(**autoscaling), **kwargs
+    )
 
 
 class DeploymentsConfig(_PerNodeDefaults):
+    """Per-node defaults. Batched nodes scale on batch fill (target about half
+    a full batch of ongoing requests); the generator on the sequences its
+    engine batches (`max_num_seqs`). At max replicas the CPU graph still fits
+    2 CPUs."""
+
     ingress: DeploymentConfig = Field(
-        default_factory=_node(0.1, max_ongoing_requests=256)
+        default_factory=_node(
+            0.05,
+            {"max_replicas": 2, "target_ongoing_requests": 64},
+            max_ongoing_requests=256,
+        )
     )
-    embedder: DeploymentConfig = Field(default_factory=_node(0.2))
-    retriever: DeploymentConfig = Field(default_factory=_node(0.1))
-    reranker: DeploymentConfig = Field(default_factory=_node(0.2))
+    embedder: DeploymentConfig = Field(
+        default_factory=_node(
+            0.2,
+            {"max_replicas": 2, "target_ongoing_requests": 16},
+            max_queued_requests=256,
+        )
+    )
+    retriever: DeploymentConfig = Field(
+        default_factory=_node(
+            0.05,
+            {"max_replicas": 2, "target_ongoing_requests": 32},
+            max_queued_requests=256,
+        )
+    )
+    reranker: DeploymentConfig = Field(
+        default_factory=_node(
+            0.2,
+            {"max_replicas": 2, "target_ongoing_requests": 8},
+            max_queued_requests=256,
+        )
+    )
     generator: DeploymentConfig = Field(
-        default_factory=_node(1.0, max_ongoing_requests=32, health_check_timeout_s=60.0)
+        default_factory=_node(
+            1.0,
+            {"max_replicas": 1, "target_ongoing_requests": 16},
+            max_ongoing_requests=32,
+            max_queued_requests=64,
+            health_check_timeout_s=60.0,
+        )
     )
 
 

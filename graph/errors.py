@@ -91,6 +91,23 @@ def sse_error(err: APIError) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
+def is_overload(exc: BaseException) -> bool:
+    """Ray Serve refused the call: a full queue or no replica to take it."""
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    return isinstance(exc, (BackPressureError, DeploymentUnavailableError))
+
+
+def overloaded(exc: BaseException) -> APIError:
+    retry = getattr(exc, "retry_after_s", None)
+    return APIError(
+        503,
+        "The server is at capacity; retry after the indicated delay.",
+        code="overloaded",
+        retry_after=max(1, round(retry)) if retry else 1,
+    )
+
+
 def _cause(exc: BaseException) -> BaseException:
     """Ray wraps replica exceptions; find the one raised in our code."""
     seen = exc
@@ -120,16 +137,8 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
         return APIError(404, str(cause), param="model", code="model_not_found")
     if isinstance(cause, ModelError):
         return APIError(400, str(cause))
-    name = type(cause).__name__
-    if name in ("BackPressureError", "DeploymentUnavailableError") or name.endswith(
-        "BackPressureError"
-    ):
-        return APIError(
-            503,
-            "The server is at capacity; retry after the indicated delay.",
-            code="overloaded",
-            retry_after=1,
-        )
+    if is_overload(cause):
+        return overloaded(cause)
     logger.error(
         "request %s failed: %s",
         request_id,
@@ -194,6 +203,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             APIError(status, message), getattr(request.state, "request_id", None)
         )
+
+    async def _mapped(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", None)
+        return error_response(to_api_error(exc, rid), rid)
+
+    # Errors from our models and from Ray's handles are answered here, where
+    # Starlette does not re-raise them (it re-raises from the catch-all below,
+    # and Ray Serve would then swap in its own plain-text 503 for overload).
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    for cls in (ModelError, RayTaskError, RayServeException):
+        app.add_exception_handler(cls, _mapped)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

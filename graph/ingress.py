@@ -18,6 +18,7 @@ from ray import serve
 from graph.api import ModelNames, ServingContext, create_app
 from graph.config import RagServingArgs
 from graph.deployments import replica_id
+from graph.errors import is_overload, overloaded
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
 from models.generation import Chunk, GenerationRequest
@@ -44,6 +45,17 @@ def model_names(args: RagServingArgs) -> ModelNames:
         reranker=reranker,
         max_model_len=models.generator.max_model_len,
     )
+
+
+async def _call(method: Any, *args: Any) -> Any:
+    """One handle call carrying the trace context; Serve's overload refusals
+    become a 503 envelope with Retry-After (Serve would answer plain text)."""
+    try:
+        return await method.remote(*args, inject())
+    except Exception as exc:
+        if is_overload(exc):
+            raise overloaded(exc) from None
+        raise
 
 
 def api_keys(args: RagServingArgs) -> frozenset[str]:
@@ -76,24 +88,29 @@ class IngressDeployment:
         # Each hop carries the W3C context (and the send time) explicitly, so
         # the step spans join the request's trace whatever Ray propagates.
         async def embed(texts: list[str]) -> np.ndarray:
-            return await embedder.embed.remote(texts, inject())
+            return await _call(embedder.embed, texts)
 
         async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
-            return await embedder.embed_with_usage.remote(texts, inject())
+            return await _call(embedder.embed_with_usage, texts)
 
         async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
-            return await retriever.search.remote(vectors, k, inject())
+            return await _call(retriever.search, vectors, k)
 
         async def rerank(query: str, passages: list[str]) -> list[float]:
-            return await reranker.rerank.remote(query, passages, inject())
+            return await _call(reranker.rerank, query, passages)
 
         async def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
             stream = generator.options(stream=True)
             response = stream.generate.remote(request, inject())
             finished = False
             try:
-                async for chunk in response:
-                    yield chunk
+                try:
+                    async for chunk in response:
+                        yield chunk
+                except Exception as exc:
+                    if is_overload(exc):
+                        raise overloaded(exc) from None
+                    raise
                 finished = True
             finally:
                 if not finished:

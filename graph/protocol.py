@@ -86,6 +86,7 @@ class _Sampling(_Request):
     user: str | None = None
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
 
     @field_validator("n")
     @classmethod

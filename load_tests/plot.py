@@ -75,14 +75,23 @@ def _over_time(ax: Any, report: dict[str, Any]) -> None:
         ys += [stage["offered"], stage["offered"]]
     if xs:
         ax.plot(xs, ys, color="grey", label=f"offered ({unit})")
-    for stage in report["stages"]:
+    per_second = report.get("per_second") or []
+    if per_second:
         ax.plot(
-            [stage["started_s"] + stage["duration_s"] / 2],
-            [stage["throughput"]["requests_per_s"]],
-            "o",
+            [b["t_s"] + 0.5 for b in per_second],
+            [b["completed"] for b in per_second],
             color="tab:green",
+            alpha=0.8,
+            label="completed req/s",
         )
-    ax.plot([], [], "o", color="tab:green", label="achieved req/s per step")
+        if any(b["failed"] for b in per_second):
+            ax.plot(
+                [b["t_s"] + 0.5 for b in per_second],
+                [b["failed"] for b in per_second],
+                color="tab:red",
+                alpha=0.8,
+                label="failed req/s",
+            )
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel(f"load ({unit})")
     ax.grid(True, alpha=0.3)

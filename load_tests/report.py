@@ -129,6 +129,7 @@ def build_report(
     return {
         "version": REPORT_VERSION,
         "config": cfg.describe(),
+        "per_second": per_second(records),
         "started_at": result.started_at,
         "elapsed_s": result.elapsed_s,
         "dropped": result.dropped,
@@ -137,6 +138,25 @@ def build_report(
         "stages": stages,
         "timeline": timeline or [],
     }
+
+
+def per_second(records: Sequence[RequestRecord]) -> list[dict[str, int]]:
+    """Requests sent, completed and failed in each second of the run.
+
+    Completions are counted when they happened (send time plus latency), so a
+    backlog draining after the load stops shows as completions without sends.
+    """
+    if not records:
+        return []
+    ends = [r.sent_s + r.e2e_s for r in records if r.e2e_s is not None]
+    last = int(max([r.sent_s for r in records] + ends)) + 1
+    bins = [{"t_s": t, "sent": 0, "completed": 0, "failed": 0} for t in range(last)]
+    for r in records:
+        bins[int(r.sent_s)]["sent"] += 1
+        if r.e2e_s is not None:
+            done = bins[int(r.sent_s + r.e2e_s)]
+            done["completed" if r.error is None else "failed"] += 1
+    return bins
 
 
 def parse_slo(text: str) -> dict[str, float]:

@@ -260,11 +260,13 @@ class LoadRunner:
             await asyncio.sleep(max(0.0, end - time.perf_counter()))
             return
         workers = [asyncio.create_task(worker()) for _ in range(clients)]
-        self._tasks.update(workers)
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            self._tasks.difference_update(workers)
+        # Each client stops sending at `end`; its last request gets the same
+        # drain time as open-loop ones, then it is cancelled (and counted).
+        limit = max(0.0, end - time.perf_counter()) + self.config.drain_s
+        _, late = await asyncio.wait(workers, timeout=limit)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
     def _spawn(self, client: httpx.AsyncClient, index: int) -> None:
         # Counted here, not when the task first runs, so the cap is exact.

@@ -88,6 +88,13 @@ class GeneratorConfig(_Section):
     default_max_tokens: int = Field(
         256, ge=1, description="Completion tokens when a request names none."
     )
+    repetition_penalty: float = Field(
+        1.1,
+        gt=0.0,
+        le=2.0,
+        description="Default repetition penalty (vLLM's); >1 keeps small models "
+        "from looping. A request's own value wins.",
+    )
     env: dict[str, str] = Field(
         default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         description="Environment for the engine process (e.g. "

@@ -23,6 +23,8 @@ class SamplingOptions:
     seed: int | None = None
     # Keep generating past the end-of-sequence token (fixed-length benchmarks).
     ignore_eos: bool = False
+    # >1 discourages repeating tokens (small models loop under greedy decoding).
+    repetition_penalty: float = 1.0
 
 
 @dataclass

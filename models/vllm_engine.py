@@ -211,6 +211,7 @@ class VLLMEngine(GenerationEngine):
             stop=list(opts.stop) or None,
             seed=opts.seed,
             ignore_eos=opts.ignore_eos,
+            repetition_penalty=opts.repetition_penalty,
             output_kind=RequestOutputKind.DELTA,
         )
         stream = engine.generate(

@@ -130,8 +130,9 @@ def test_disconnect_mid_stream_aborts_in_engine(serve_graph: dict[str, Any]) -> 
         c.stream("POST", CHAT, json=body) as r,
     ):
         assert r.status_code == 200
+        lines = r.iter_lines()  # held: dropping it would close the stream early
         seen = 0
-        for line in r.iter_lines():
+        for line in lines:
             if line.startswith("data: "):
                 seen += 1
             if seen >= 3:
@@ -146,3 +147,34 @@ def test_disconnect_mid_stream_aborts_in_engine(serve_graph: dict[str, Any]) -> 
     assert after["num_unfinished_requests"] == 0, after
     # It ended as an abort, not by running out its 900 tokens.
     assert after["finished_abort"] == aborted_before + 1, after
+
+
+def test_past_capacity_requests_get_503_with_retry_after(
+    serve_graph: dict[str, Any],
+) -> None:
+    """The embedder admits 16 ongoing + 8 queued; a burst of 64 overflows it."""
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=serve_graph["url"], timeout=60) as c:
+            return await asyncio.gather(
+                *(
+                    c.post("/v1/embeddings", json={"input": f"overload {i} " * 20})
+                    for i in range(64)
+                )
+            )
+
+    responses = asyncio.run(burst())
+    statuses = sorted({r.status_code for r in responses})
+    assert statuses == [200, 503], statuses
+    refused = [r for r in responses if r.status_code == 503]
+    assert len([r for r in responses if r.status_code == 200]) >= 16
+    for r in refused:
+        err = assert_envelope(r, 503)
+        assert err["code"] == "overloaded"
+        assert int(r.headers["retry-after"]) >= 1
+    # Admitted work finished and the node recovers at once.
+    with httpx.Client(base_url=serve_graph["url"], timeout=60) as c:
+        assert (
+            c.post("/v1/embeddings", json={"input": "after the storm"}).status_code
+            == 200
+        )

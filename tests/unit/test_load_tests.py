@@ -232,6 +232,10 @@ def test_open_loop_sends_on_schedule_without_waiting_for_responses(
     assert report["requests"]["sent"] == 10
     assert report["requests"]["succeeded"] == 10
     assert time.perf_counter() - started < 4  # ~1 s sending + 1 s draining
+    # Over time: all sent in the first second, all answered a second later.
+    per_second = report["per_second"]
+    assert per_second[0] == {"t_s": 0, "sent": 10, "completed": 0, "failed": 0}
+    assert sum(b["completed"] for b in per_second[1:]) == 10
 
 
 def test_max_requests_caps_the_run(sse_url: str, tmp_path: Path) -> None:
@@ -267,6 +271,27 @@ def test_ramp_reports_each_step_at_its_offered_rate(
     assert [s["offered"] for s in stages] == [5, 20, 0]
     assert [s["requests"]["sent"] for s in stages] == [3, 12, 0]
     assert report["elapsed_s"] == pytest.approx(1.8, abs=0.5)
+
+
+def test_a_slow_server_cannot_keep_the_run_going(sse_url: str, tmp_path: Path) -> None:
+    # Closed loop against the 1 s route: the run ends at duration + drain and
+    # the cut-off requests are counted, not lost.
+    started = time.perf_counter()
+    code, report = _run(
+        tmp_path,
+        sse_url,
+        "--scenario=rerank",
+        "--mode=closed",
+        "--concurrency=3",
+        "--duration=0.2",
+        "--drain-s=0.3",
+        "--no-plot",
+    )
+    assert code == 0
+    assert time.perf_counter() - started < 1.0 + 0.5
+    assert report["requests"]["sent"] == 3
+    assert report["errors"]["by_kind"] == {"cancelled": 3}
+    assert report["requests"]["responses"] == 0
 
 
 # --- errors, SLOs, outputs ------------------------------------------------------
@@ -389,6 +414,27 @@ def test_cli_refuses_a_remote_target_before_sending(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_USAGE
     assert "loopback only" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+# --- scaling decisions ----------------------------------------------------------
+
+
+def test_serve_controller_scaling_lines_become_timeline_events() -> None:
+    from load_tests.replicas import parse_decision
+
+    line = (
+        "INFO 2026-11-23 15:48:55,800 controller 13300 -- Upscaling "
+        "Deployment(name='embedder', app='autoscale') from 1 to 3 replicas. "
+        "Current ongoing requests: 7.40, current running replicas: 1."
+    )
+    event = parse_decision(line)
+    assert event is not None
+    assert event["event"] == "scale"
+    assert (event["app"], event["deployment"]) == ("autoscale", "embedder")
+    assert (event["from"], event["to"], event["running"]) == (1, 3, 1)
+    assert event["ongoing_requests"] == 7.4
+    assert time.localtime(event["t"]).tm_min == 48
+    assert parse_decision("INFO ... -- Adding 1 replica to Deployment(...)") is None
 
 
 # --- the GPU profile --------------------------------------------------------------
