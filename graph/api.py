@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from graph.errors import (
 )
 from graph.pipeline import RagPipeline, RetrievalOptions
 from models.generation import Chunk, GenerationRequest, SamplingOptions
+from models.resolve import EMBEDDER_HUB_ID
 from retrieval.types import Hit
 from telemetry.tracing import extract, trace_id_hex, tracer
 
@@ -60,6 +62,29 @@ class ServingContext:
     api_keys: frozenset[str] = frozenset()
 
 
+def model_names(args: RagServingArgs) -> ModelNames:
+    """Names clients use for the three models, derived from config alone."""
+    models = args.models
+    embedder = (
+        EMBEDDER_HUB_ID if models.embedder.model == "default" else models.embedder.model
+    )
+    if models.reranker.kind == "cross-encoder" and models.reranker.model:
+        reranker = models.reranker.model
+    else:
+        reranker = f"bm25+{embedder}"
+    return ModelNames(
+        generator=models.generator.served_name(),
+        embedder=embedder,
+        reranker=reranker,
+        max_model_len=models.generator.max_model_len,
+    )
+
+
+def api_keys(args: RagServingArgs) -> frozenset[str]:
+    extra = [k.strip() for k in os.environ.get("RAGSERVE_API_KEYS", "").split(",")]
+    return frozenset(k for k in [*args.server.api_keys, *extra] if k)
+
+
 def create_app(ctx: ServingContext) -> FastAPI:
     """Build the FastAPI app serving `ctx`."""
     app = FastAPI(title="ragserve", version="0.1.0")
@@ -85,7 +110,12 @@ def create_app(ctx: ServingContext) -> FastAPI:
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             if _authorized(request, ctx.api_keys):
-                response: Response = await call_next(request)
+                try:
+                    response: Response = await call_next(request)
+                except Exception as exc:
+                    # Answer here: Starlette re-raises from its catch-all
+                    # handler, and servers then log it and drop the connection.
+                    response = error_response(to_api_error(exc, rid), rid)
             else:
                 response = error_response(
                     APIError(

@@ -131,6 +131,12 @@ class AutoscalingConfig(_Section):
     )
     upscale_delay_s: float = Field(5.0, ge=0, description="Load must last this long.")
     downscale_delay_s: float = Field(30.0, ge=0, description="Idle this long first.")
+    look_back_period_s: float = Field(
+        30.0,
+        gt=0,
+        description="Window the ongoing-request average is taken over; "
+        "decisions lag load by up to this.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:

@@ -7,7 +7,6 @@ live in `graph.api`.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,36 +14,17 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
-from graph.api import ModelNames, ServingContext, create_app
+from graph.api import ServingContext, api_keys, create_app, model_names
 from graph.config import RagServingArgs
 from graph.deployments import replica_id
 from graph.errors import is_overload, overloaded
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
 from models.generation import Chunk, GenerationRequest
-from models.resolve import EMBEDDER_HUB_ID
 from retrieval.types import Hit
 from telemetry.tracing import inject, setup_tracing
 
 READINESS_TIMEOUT_S = 5.0
-
-
-def model_names(args: RagServingArgs) -> ModelNames:
-    """Names clients use for the three models, derived from config alone."""
-    models = args.models
-    embedder = (
-        EMBEDDER_HUB_ID if models.embedder.model == "default" else models.embedder.model
-    )
-    if models.reranker.kind == "cross-encoder" and models.reranker.model:
-        reranker = models.reranker.model
-    else:
-        reranker = f"bm25+{embedder}"
-    return ModelNames(
-        generator=models.generator.served_name(),
-        embedder=embedder,
-        reranker=reranker,
-        max_model_len=models.generator.max_model_len,
-    )
 
 
 async def _call(method: Any, *args: Any) -> Any:
@@ -56,11 +36,6 @@ async def _call(method: Any, *args: Any) -> Any:
         if is_overload(exc):
             raise overloaded(exc) from None
         raise
-
-
-def api_keys(args: RagServingArgs) -> frozenset[str]:
-    extra = [k.strip() for k in os.environ.get("RAGSERVE_API_KEYS", "").split(",")]
-    return frozenset(k for k in [*args.server.api_keys, *extra] if k)
 
 
 @serve.deployment

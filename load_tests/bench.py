@@ -228,12 +228,14 @@ def graph_config(
             "top_n": 3,
             "max_context_chars": 1500,
         },
+        # One replica each, fixed: a comparison must not be decided by one
+        # side autoscaling (the node defaults autoscale up to 2).
         "deployments": {
-            "ingress": {"num_cpus": 0.05},
-            "embedder": {"num_cpus": 0.1},
-            "retriever": {"num_cpus": 0.05},
-            "reranker": {"num_cpus": 0.05},
-            "generator": {"num_cpus": 0.15},
+            "ingress": {"num_cpus": 0.05, "num_replicas": 1},
+            "embedder": {"num_cpus": 0.1, "num_replicas": 1},
+            "retriever": {"num_cpus": 0.05, "num_replicas": 1},
+            "reranker": {"num_cpus": 0.05, "num_replicas": 1},
+            "generator": {"num_cpus": 0.15, "num_replicas": 1},
         },
         "server": {"host": "127.0.0.1", "port": port},
     }
@@ -999,8 +1001,25 @@ def summarize_scaling(
 # --- output ---------------------------------------------------------------------
 
 
+def check_fixed_replicas(bench: Bench) -> None:
+    """Note any compared deployment whose replica count moved during the run."""
+    moved: dict[str, int] = {}
+    for entry in read_timeline(bench.out / "timeline.jsonl"):
+        if "event" in entry or entry.get("app") == "autoscale":
+            continue
+        key = f"{entry.get('app')}/{entry.get('deployment')}"
+        moved[key] = max(moved.get(key, 0), entry["running"], entry.get("target") or 0)
+    scaled = {k: v for k, v in moved.items() if v > 1}
+    if scaled:
+        bench.notes["replicas"] = (
+            "compared deployments did not stay at one replica: "
+            + ", ".join(f"{k} up to {v}" for k, v in sorted(scaled.items()))
+        )
+
+
 def write_results(bench: Bench) -> None:
     out = bench.out
+    check_fixed_replicas(bench)
     data = {
         "args": vars(bench.ns),
         "rows": bench.rows,

@@ -26,9 +26,8 @@ async def serve(config: str, host: str, port: int, max_lifetime_s: float) -> Non
     import numpy as np
     import uvicorn
 
-    from graph.api import ServingContext, create_app
+    from graph.api import ServingContext, api_keys, create_app, model_names
     from graph.config import RagServingArgs
-    from graph.ingress import api_keys, model_names
     from graph.local import LocalGraph
 
     args = RagServingArgs.load(config)

@@ -135,7 +135,7 @@ def _over_time(ax: Any, report: dict[str, Any]) -> None:
                 f"ongoing {event['ongoing_requests']:g}",
                 (x, event["to"]),
                 fontsize=7,
-                xytext=(3, 6),
+                xytext=(4, -22),
                 textcoords="offset points",
             )
             right.plot(

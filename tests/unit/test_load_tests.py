@@ -454,3 +454,53 @@ def test_gpu_profile_loads_and_fits_two_gpus() -> None:
     assert 0 < shared <= 1.0
     assert args.models.generator.max_num_seqs == 128
     assert args.models.reranker.kind == "cross-encoder"
+
+
+# --- tracing detection ------------------------------------------------------------
+
+
+def _export(service: str, names: list[str]) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    attr = resource.resource.attributes.add()
+    attr.key, attr.value.string_value = "service.name", service
+    scope = resource.scope_spans.add()
+    for name in names:
+        scope.spans.add().name = name
+    return request.SerializeToString()
+
+
+def test_the_bench_tells_graph_tracing_from_vllm_only_and_from_none() -> None:
+    import httpx
+
+    from load_tests.bench import tracing_note
+    from load_tests.otlp_sink import OTLPSink
+
+    sink = OTLPSink().start()
+    try:
+        assert "no spans reached the sink" in tracing_note(sink.snapshot())
+        headers = {"Content-Type": "application/x-protobuf"}
+        with httpx.Client(trust_env=False) as client:
+            answer = client.post(
+                sink.endpoint,
+                content=_export("unknown_service:python", ["llm_request"]),
+                headers=headers,
+            )
+            assert answer.status_code == 200
+            vllm_only = tracing_note(sink.snapshot())
+            client.post(
+                sink.endpoint,
+                content=_export("traced", ["rag.request", "rag.embed"]),
+                headers=headers,
+            )
+            traced = tracing_note(sink.snapshot())
+    finally:
+        sink.stop()
+    assert vllm_only.startswith("tracing not yet implemented in the graph")
+    assert "llm_request" in vllm_only
+    assert traced.startswith("tracing on: the sink received 3 spans")
+    assert "rag.request x1" in traced
