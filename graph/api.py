@@ -350,7 +350,7 @@ def _sampling(
     gen = ctx.args.models.generator
     return SamplingOptions(
         max_tokens=max_tokens or gen.default_max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=gen.temperature if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         stop=body.stop_list(),
         seed=body.seed,

@@ -124,7 +124,11 @@ async def _ask(args: RagServingArgs, question: str, ns: argparse.Namespace) -> i
         )
         sampling = SamplingOptions(
             max_tokens=ns.max_tokens or args.models.generator.default_max_tokens,
-            temperature=ns.temperature,
+            temperature=(
+                args.models.generator.temperature
+                if ns.temperature is None
+                else ns.temperature
+            ),
             seed=ns.seed,
             repetition_penalty=args.models.generator.repetition_penalty,
         )
@@ -241,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--model", help="generator model folder or hub id")
     ask.add_argument("--embedder", help="embedder model (must match the index)")
     ask.add_argument("--max-tokens", type=int)
-    ask.add_argument("--temperature", type=float, default=0.0)
+    ask.add_argument(
+        "--temperature", type=float, help="default: models.generator.temperature"
+    )
     ask.add_argument("--seed", type=int)
     ask.add_argument("--top-k", type=int)
     ask.add_argument("--top-n", type=int)

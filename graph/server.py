@@ -83,11 +83,17 @@ def run_until_signal(args: RagServingArgs, address: str | None = None) -> None:
         )
         stop_event.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    def _install() -> None:
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+
+    _install()
     started = time.perf_counter()
     try:
         url = start(args, address=address)
+        # ray.init installs its own SIGTERM handler, which aborts the driver
+        # without shutting Ray down; take the signals back.
+        _install()
         if stop_event.is_set():
             return
         print(ready_banner(url, args, time.perf_counter() - started), flush=True)

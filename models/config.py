@@ -88,6 +88,13 @@ class GeneratorConfig(_Section):
     default_max_tokens: int = Field(
         256, ge=1, description="Completion tokens when a request names none."
     )
+    temperature: float = Field(
+        0.3,
+        ge=0.0,
+        le=2.0,
+        description="Sampling temperature for requests that set none (OpenAI's "
+        "default, 1.0, makes small models ramble).",
+    )
     repetition_penalty: float = Field(
         1.1,
         gt=0.0,
