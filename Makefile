@@ -34,8 +34,11 @@ install: $(STAMP)
 models: $(STAMP)
 	$(BIN)/ragserve models prepare
 
-index: models
-	@if [ -f "$(INDEX)/manifest.json" ]; then echo "index: $(INDEX) (exists)"; else $(BIN)/ragserve index build --docs docs --out "$(INDEX)"; fi
+# Rebuilt (atomically) whenever a bundled document is newer than the index.
+$(INDEX)/manifest.json: $(STAMP) $(shell find docs -type f 2>/dev/null)
+	$(BIN)/ragserve index build --docs docs --out "$(INDEX)"
+
+index: models $(INDEX)/manifest.json
 
 # Traces go to Jaeger when one listens on OTLP gRPC 4317 (e.g. after `make jaeger`).
 serve: index
