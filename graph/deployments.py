@@ -346,7 +346,13 @@ class GeneratorDeployment:
         if sent_at is not None and sent_at <= now:
             metrics().queue_wait(self.node, "handle", (now - sent_at) / 1e6)
             if span.is_recording():
-                record_interval("queue.handle", sent_at, now, parent=span)
+                record_interval(
+                    "queue.handle",
+                    sent_at,
+                    now,
+                    parent=span,
+                    attributes={"queue.wait_ms": (now - sent_at) / 1e6},
+                )
         if tracing_enabled() and span.is_recording():
             request.trace_headers = trace_headers(span)
         submitted = time.time_ns()
