@@ -202,8 +202,8 @@ def create_app(ctx: ServingContext) -> FastAPI:
             _retrieval_options(body.rag, ctx.args),
             trace_headers=_trace_headers(request),
         )
-        citations = [_citation(i, h) for i, h in enumerate(answer.citations, start=1)]
         first = await _first_chunk(answer.stream)
+        citations = [_citation(i, h) for i, h in enumerate(answer.citations, start=1)]
         if body.stream:
             include_usage = bool(
                 body.stream_options and body.stream_options.include_usage

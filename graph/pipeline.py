@@ -8,11 +8,12 @@ engine call in `ragserve ask`): the steps are injected.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from graph.prompts import PromptTemplate
+from models.errors import PromptTooLongError
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from retrieval.types import Hit
 
@@ -42,11 +43,15 @@ class RetrievalOptions:
 
 @dataclass
 class RagAnswer:
-    """Citations known up front, and the generator's stream."""
+    """The generator's stream and the chunks its prompt holds.
+
+    `citations` is final once the stream's first chunk has arrived: chunks
+    that would push the prompt past the context window are dropped, weakest
+    first, before generation starts.
+    """
 
     citations: list[Hit]
     stream: AsyncIterator[Chunk]
-    prompt_messages: list[dict[str, str]] = field(default_factory=list)
 
 
 class RagPipeline:
@@ -90,18 +95,54 @@ class RagPipeline:
 
         1-3. retrieve context for the last user message (unless disabled);
         4. render the prompt from the versioned template;
-        5. start streaming from the generator.
+        5. stream from the generator (with fewer chunks if they overflow).
         """
         query = last_user_message(messages)
         hits = await self.retrieve(query, options) if options.enabled else []
-        prompt = self.template.render(messages, hits, self.max_context_chars)
-        request = GenerationRequest(
-            request_id=request_id,
-            messages=prompt,
-            sampling=sampling,
-            trace_headers=trace_headers,
+        stream = self._generate_within_context(
+            messages, hits, sampling, request_id, trace_headers
         )
-        return RagAnswer(hits, self.steps.generate(request), prompt)
+        return RagAnswer(hits, stream)
+
+    async def _generate_within_context(
+        self,
+        messages: list[dict[str, str]],
+        hits: list[Hit],
+        sampling: SamplingOptions,
+        request_id: str,
+        trace_headers: dict[str, str] | None,
+    ) -> AsyncIterator[Chunk]:
+        """Steps 4-5. Retrieved context is ours to trim; the conversation is
+        not: when the prompt does not fit, drop the weakest chunk and retry
+        (the engine refuses before generating, so a retry costs a
+        tokenization); with no chunk left the error reaches the client."""
+        while True:
+            request = GenerationRequest(
+                request_id=request_id,
+                messages=self.template.render(messages, hits, self.max_context_chars),
+                sampling=sampling,
+                trace_headers=trace_headers,
+            )
+            stream = self.steps.generate(request)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                if not hits or not _is_prompt_too_long(exc):
+                    raise
+                hits.pop()  # the caller's citations list: keep them in step
+                continue
+            break
+        try:
+            yield first
+            async for chunk in stream:
+                yield chunk
+        finally:
+            # Closing this stream early (client gone) must reach the engine.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def rerank_hits(hits: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
@@ -121,6 +162,13 @@ def rerank_hits(hits: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
         )
         for i in order
     ]
+
+
+def _is_prompt_too_long(exc: BaseException) -> bool:
+    # Through Ray the engine's error arrives wrapped, with the original as cause.
+    return isinstance(exc, PromptTooLongError) or isinstance(
+        getattr(exc, "cause", None), PromptTooLongError
+    )
 
 
 def last_user_message(messages: list[dict[str, str]]) -> str:

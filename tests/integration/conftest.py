@@ -57,7 +57,7 @@ def graph_args(
         "deployments": {
             "generator": {"num_cpus": 0.5},
             # Small limits so a burst past capacity is refused (backpressure test).
-            "embedder": {"max_ongoing_requests": 16, "max_queued_requests": 8},
+            "embedder": {"max_ongoing_requests": 16, "max_queued_requests": 16},
         },
         "server": {"host": "127.0.0.1", "port": port},
     }

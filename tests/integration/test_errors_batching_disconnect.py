@@ -152,7 +152,7 @@ def test_disconnect_mid_stream_aborts_in_engine(serve_graph: dict[str, Any]) -> 
 def test_past_capacity_requests_get_503_with_retry_after(
     serve_graph: dict[str, Any],
 ) -> None:
-    """The embedder admits 16 ongoing + 8 queued; a burst of 64 overflows it."""
+    """The embedder admits 16 ongoing + 16 queued; a burst of 64 overflows it."""
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=serve_graph["url"], timeout=60) as c:

@@ -205,3 +205,15 @@ def test_retrieve_returns_relevant_chunks(client: httpx.Client) -> None:
         "/v1/retrieve", json={"query": QUESTION, "top_k": 8, "rerank": True, "top_n": 2}
     ).json()["data"]
     assert len(reranked) == 2
+
+
+def test_long_question_keeps_what_context_fits(client: httpx.Client) -> None:
+    """~700 question tokens + 3 chunks overflow the 1024-token window; the
+    weakest chunks are dropped instead of failing the request."""
+    question = "Explain batching. " + "word " * 700
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": 4}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["citations"]) < 3
+    assert out["usage"]["prompt_tokens"] + 4 <= 1024

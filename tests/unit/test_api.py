@@ -217,3 +217,33 @@ def test_stream_options_without_stream_is_400(script: Script) -> None:
         "/v1/chat/completions", json=body(stream_options={"include_usage": True})
     )
     assert r.status_code == 400
+
+
+def test_context_that_overflows_is_trimmed_weakest_first(script: Script) -> None:
+    client = make_client(script)
+    steps = client.app.state.ctx.pipeline.steps
+    original = steps.generate
+    budget = {"chars": 10**9}
+
+    async def generate(request: GenerationRequest):
+        # An engine whose context window is counted in characters.
+        size = sum(len(m["content"]) for m in request.messages)
+        if size > budget["chars"]:
+            raise PromptTooLongError(size, request.sampling.max_tokens, budget["chars"])
+        async for chunk in original(request):
+            yield chunk
+
+    steps.generate = generate
+    full = client.post("/v1/chat/completions", json=body()).json()
+    assert len(full["citations"]) == 2
+    budget["chars"] = sum(len(m["content"]) for m in script.seen[-1].messages) - 1
+    r = client.post("/v1/chat/completions", json=body(stream=True))
+    assert r.status_code == 200, r.text
+    # The weakest chunk went; the citations say what the prompt really held.
+    assert [c["doc_id"] for c in events(r.text)[0]["citations"]] == ["batching.md"]
+    assert "overview.md" not in script.seen[-1].messages[0]["content"]
+    # The conversation itself is never trimmed: too long even without context.
+    budget["chars"] = 10
+    r = client.post("/v1/chat/completions", json=body())
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "context_length_exceeded"
