@@ -33,12 +33,12 @@ from telemetry.config import TelemetryConfig
 from telemetry.gpu import gpu_memory_attributes
 from telemetry.metrics import metrics
 from telemetry.tracing import (
-    SENT_AT,
+    handle_wait_ms,
     record_interval,
     setup_tracing,
+    start_step_span,
     step_span,
     trace_headers,
-    tracer,
     tracing_enabled,
 )
 
@@ -62,12 +62,6 @@ def replica_id() -> str:
         return f"pid-{os.getpid()}"
 
 
-def _handle_wait_ms(trace: Carrier) -> float | None:
-    if not trace or SENT_AT not in trace:
-        return None
-    return max(0.0, (time.time_ns() - int(trace[SENT_AT])) / 1e6)
-
-
 class _Node:
     """Shared bookkeeping: tracing set-up, batch log, span attributes."""
 
@@ -82,13 +76,15 @@ class _Node:
     def _attrs(self) -> dict[str, Any]:
         return {"deployment": self.node, "replica.id": self.replica_id}
 
-    def _observe(self, span: Span, trace: Carrier, batched: Batched[Any]) -> Any:
-        """Record one request's batch: log, metrics, span attributes, wait spans."""
+    def _observe(
+        self, span: Span, handle_ms: float | None, batched: Batched[Any]
+    ) -> Any:
+        """Record one request's waits and batch: log, metrics, span attributes
+        and wait spans."""
         info: BatchInfo = batched.info
         self.batch_log.record(info)
         metrics().batch_size(self.node, info.size)
         metrics().queue_wait(self.node, "batch", info.wait_ms)
-        handle_ms = _handle_wait_ms(trace)
         if handle_ms is not None:
             metrics().queue_wait(self.node, "handle", handle_ms)
         if span.is_recording():
@@ -159,11 +155,12 @@ class EmbedderDeployment(_Node):
     async def embed_with_usage(
         self, texts: list[str], trace: Carrier = None
     ) -> tuple[np.ndarray, int]:
+        handle_ms = handle_wait_ms(trace)
         with step_span(
             "rag.embed", trace, {**self._attrs(), "texts": len(texts)}
         ) as span:
             batched = await self._embed_batch(Queued.now(texts))
-            return self._observe(span, trace, batched)
+            return self._observe(span, handle_ms, batched)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _embed_batch(
@@ -219,9 +216,10 @@ class RetrieverDeployment(_Node):
     async def search(
         self, vectors: np.ndarray, k: int, trace: Carrier = None
     ) -> list[list[Hit]]:
+        handle_ms = handle_wait_ms(trace)
         with step_span("rag.retrieve", trace, {**self._attrs(), "top_k": k}) as span:
             batched = await self._search_batch(Queued.now((vectors, k)))
-            return self._observe(span, trace, batched)
+            return self._observe(span, handle_ms, batched)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _search_batch(
@@ -273,9 +271,10 @@ class RerankerDeployment(_Node):
         if not passages:
             return []
         attrs = {**self._attrs(), "passages": len(passages)}
+        handle_ms = handle_wait_ms(trace)
         with step_span("rag.rerank", trace, attrs) as span:
             batched = await self._rerank_batch(Queued.now((query, passages)))
-            return self._observe(span, trace, batched)
+            return self._observe(span, handle_ms, batched)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _rerank_batch(
@@ -330,29 +329,14 @@ class GeneratorDeployment:
     ) -> AsyncIterator[Chunk]:
         # The span is ended by hand: a context manager held across `yield`
         # would leak the current-span context into the consumer.
-        parent_ctx = None
-        if trace:
-            from telemetry.tracing import extract
-
-            parent_ctx = extract(trace)
-        sent_at = int(trace[SENT_AT]) if trace and SENT_AT in trace else None
-        now = time.time_ns()
-        span = tracer().start_span(
+        handle_ms = handle_wait_ms(trace)
+        if handle_ms is not None:
+            metrics().queue_wait(self.node, "handle", handle_ms)
+        span = start_step_span(
             "rag.generate",
-            context=parent_ctx,
-            attributes={"deployment": self.node, "replica.id": self.replica_id},
-            start_time=sent_at if sent_at and sent_at <= now else now,
+            trace,
+            {"deployment": self.node, "replica.id": self.replica_id},
         )
-        if sent_at is not None and sent_at <= now:
-            metrics().queue_wait(self.node, "handle", (now - sent_at) / 1e6)
-            if span.is_recording():
-                record_interval(
-                    "queue.handle",
-                    sent_at,
-                    now,
-                    parent=span,
-                    attributes={"queue.wait_ms": (now - sent_at) / 1e6},
-                )
         if tracing_enabled() and span.is_recording():
             request.trace_headers = trace_headers(span)
         submitted = time.time_ns()

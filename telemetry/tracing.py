@@ -166,18 +166,24 @@ def trace_id_hex(span: Span) -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-@contextmanager
-def step_span(
+def handle_wait_ms(carrier: Mapping[str, str] | None) -> float | None:
+    """Time since the caller sent the call (router + replica queue + transport)."""
+    if not carrier or SENT_AT not in carrier:
+        return None
+    return max(0.0, (time.time_ns() - int(carrier[SENT_AT])) / 1e6)
+
+
+def start_step_span(
     name: str,
     carrier: Mapping[str, str] | None = None,
     attributes: Mapping[str, Any] | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
-) -> Iterator[Span]:
-    """A span under the context in `carrier` (else the current one).
+) -> Span:
+    """Start (not activate) a span under the context in `carrier`.
 
     When the carrier holds the caller's send time, the span starts then and a
     `queue.handle` child covers the time until this process picked the call up
-    (router queue + replica queue + transport).
+    (router queue + replica queue + transport). The caller ends the span.
     """
     parent = extract(carrier)
     sent_at = int(carrier[SENT_AT]) if carrier and SENT_AT in carrier else None
@@ -198,6 +204,18 @@ def step_span(
             parent=span,
             attributes={"queue.wait_ms": (now - start) / 1e6},
         )
+    return span
+
+
+@contextmanager
+def step_span(
+    name: str,
+    carrier: Mapping[str, str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> Iterator[Span]:
+    """`start_step_span`, active for the block and ended after it."""
+    span = start_step_span(name, carrier, attributes, kind)
     with trace.use_span(span, end_on_exit=True, record_exception=False) as current:
         try:
             yield current
