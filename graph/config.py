@@ -18,6 +18,7 @@ from batching.config import BatchConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from retrieval.config import IndexBuildConfig
 from telemetry.config import TelemetryConfig
+from tenants.config import TenantsConfig
 
 
 class ConfigError(Exception):
@@ -273,6 +274,7 @@ class RagServingArgs(_Section):
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
 
     @model_validator(mode="after")
     def _max_tokens_fit(self) -> RagServingArgs:

@@ -1,0 +1,206 @@
+"""Per-tenant limits as exact sliding windows: requests and tokens per window,
+concurrent requests (leases) and a daily token quota. Pure bookkeeping over
+numbers and clocks; one instance must serve every ingress replica (the graph
+keeps it in one actor), which is what makes the limits exact, not N times.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tenants.records import Limits
+
+
+@dataclass
+class Decision:
+    """The answer to `admit`: a lease, or why not and when to retry."""
+
+    allowed: bool
+    lease: str | None = None
+    code: str | None = None  # rate_limit_exceeded | insufficient_quota
+    message: str = ""
+    retry_after_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _TenantWindow:
+    requests: deque[float] = field(default_factory=deque)
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    token_sum: int = 0
+    day: str = ""
+    day_tokens: int = 0
+    active: int = 0
+
+
+@dataclass
+class _Lease:
+    tenant: str
+    started: float
+    tokens: int = 0
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's reset format: `1s`, `6m0s`, `1h2m3s`, `120ms`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    total = math.ceil(seconds)
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    return f"{m}m{s}s" if m else f"{s}s"
+
+
+def _utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def _to_midnight(now: float) -> float:
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
+    return (day + timedelta(days=1)).timestamp() - now
+
+
+class RateLimiter:
+    """Sliding-window rpm/tpm, concurrency leases and daily quotas per tenant."""
+
+    def __init__(self, window_s: float = 60.0, lease_timeout_s: float = 600.0) -> None:
+        self.window_s = window_s
+        self.lease_timeout_s = lease_timeout_s
+        self._tenants: dict[str, _TenantWindow] = {}
+        self._leases: dict[str, _Lease] = {}
+
+    def _window(self, tenant: str, now: float) -> _TenantWindow:
+        w = self._tenants.setdefault(tenant, _TenantWindow())
+        edge = now - self.window_s
+        while w.requests and w.requests[0] <= edge:
+            w.requests.popleft()
+        while w.tokens and w.tokens[0][0] <= edge:
+            w.token_sum -= w.tokens.popleft()[1]
+        day = _utc_day(now)
+        if w.day != day:
+            w.day, w.day_tokens = day, 0
+        return w
+
+    def expire_leases(self, now: float) -> list[str]:
+        """Free leases older than `lease_timeout_s` (their replica died)."""
+        stale = [
+            lid
+            for lid, lease in self._leases.items()
+            if now - lease.started > self.lease_timeout_s
+        ]
+        for lid in stale:
+            self.finish(lid)
+        return stale
+
+    def admit(self, tenant: str, limits: Limits, now: float) -> Decision:
+        """Take one request of `tenant` now, or refuse it with a retry time."""
+        self.expire_leases(now)
+        w = self._window(tenant, now)
+        refusal = self._refusal(w, limits, now)
+        if refusal is None:
+            w.requests.append(now)
+            w.active += 1
+            lease = uuid.uuid4().hex
+            self._leases[lease] = _Lease(tenant, now)
+            decision = Decision(True, lease)
+        else:
+            decision = refusal
+        decision.headers = self.headers(w, limits, now)
+        return decision
+
+    def _refusal(self, w: _TenantWindow, limits: Limits, now: float) -> Decision | None:
+        if limits.daily_tokens is not None and w.day_tokens >= limits.daily_tokens:
+            return Decision(
+                False,
+                code="insufficient_quota",
+                message=f"Daily token quota of {limits.daily_tokens} is used up; "
+                "it resets at 00:00 UTC.",
+                retry_after_s=_to_midnight(now),
+            )
+        if limits.rpm is not None and len(w.requests) >= limits.rpm:
+            return Decision(
+                False,
+                code="rate_limit_exceeded",
+                message=f"Rate limit of {limits.rpm} requests per "
+                f"{self.window_s:g} s reached.",
+                retry_after_s=w.requests[0] + self.window_s - now,
+            )
+        if limits.tpm is not None and w.token_sum >= limits.tpm:
+            return Decision(
+                False,
+                code="rate_limit_exceeded",
+                message=f"Rate limit of {limits.tpm} tokens per "
+                f"{self.window_s:g} s reached.",
+                retry_after_s=self._tokens_free_in(w, limits.tpm, now),
+            )
+        if limits.max_concurrency is not None and w.active >= limits.max_concurrency:
+            return Decision(
+                False,
+                code="rate_limit_exceeded",
+                message=f"{limits.max_concurrency} concurrent requests are "
+                "already running; retry when one finishes.",
+                retry_after_s=1.0,
+            )
+        return None
+
+    def _tokens_free_in(self, w: _TenantWindow, tpm: int, now: float) -> float:
+        excess = w.token_sum - tpm + 1
+        for when, n in w.tokens:
+            excess -= n
+            if excess <= 0:
+                return when + self.window_s - now
+        return self.window_s
+
+    def headers(self, w: _TenantWindow, limits: Limits, now: float) -> dict[str, str]:
+        """OpenAI's `x-ratelimit-*` headers for the limits this tenant has."""
+        out: dict[str, str] = {}
+        if limits.rpm is not None:
+            reset = w.requests[0] + self.window_s - now if w.requests else 0.0
+            out["x-ratelimit-limit-requests"] = str(limits.rpm)
+            out["x-ratelimit-remaining-requests"] = str(
+                max(0, limits.rpm - len(w.requests))
+            )
+            out["x-ratelimit-reset-requests"] = duration(reset)
+        if limits.tpm is not None:
+            reset = w.tokens[0][0] + self.window_s - now if w.tokens else 0.0
+            out["x-ratelimit-limit-tokens"] = str(limits.tpm)
+            out["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - w.token_sum))
+            out["x-ratelimit-reset-tokens"] = duration(reset)
+        return out
+
+    def charge(self, lease: str, tokens: int, now: float) -> str | None:
+        """Count `tokens` more for the lease's tenant (as they stream); returns
+        the tenant, or None for an unknown (finished or expired) lease."""
+        held = self._leases.get(lease)
+        if held is None or tokens <= 0:
+            return held.tenant if held else None
+        held.tokens += tokens
+        w = self._window(held.tenant, now)
+        w.tokens.append((now, tokens))
+        w.token_sum += tokens
+        w.day_tokens += tokens
+        return held.tenant
+
+    def finish(self, lease: str) -> _Lease | None:
+        """Return the lease: its concurrency slot is free again."""
+        held = self._leases.pop(lease, None)
+        if held is not None:
+            w = self._tenants.get(held.tenant)
+            if w is not None:
+                w.active = max(0, w.active - 1)
+        return held
+
+    def usage(self, tenant: str, now: float) -> dict[str, int]:
+        """Current counts (for tests and `/v1/...` headers)."""
+        w = self._window(tenant, now)
+        return {
+            "requests": len(w.requests),
+            "tokens": w.token_sum,
+            "active": w.active,
+            "day_tokens": w.day_tokens,
+        }
