@@ -1,7 +1,7 @@
 """The ingress deployment: the OpenAI API in front of the step deployments.
 
 Wires the pipeline's steps to `DeploymentHandle` calls; the routes themselves
-live in `graph.api`.
+live in `graph.routes`, the hops in `graph.handles`.
 """
 
 from __future__ import annotations
@@ -14,28 +14,18 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
-from graph.api import ServingContext, api_keys, create_app, model_names
+from graph.api import create_app
 from graph.config import RagServingArgs
+from graph.context import ServingContext, api_keys, model_names
 from graph.deployments import replica_id
-from graph.errors import is_overload, overloaded
+from graph.handles import call_step, stream_generate
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
 from models.generation import Chunk, GenerationRequest
 from retrieval.types import Hit
-from telemetry.tracing import inject, setup_tracing
+from telemetry.tracing import setup_tracing
 
 READINESS_TIMEOUT_S = 5.0
-
-
-async def _call(method: Any, *args: Any) -> Any:
-    """One handle call carrying the trace context; Serve's overload refusals
-    become a 503 envelope with Retry-After (Serve would answer plain text)."""
-    try:
-        return await method.remote(*args, inject())
-    except Exception as exc:
-        if is_overload(exc):
-            raise overloaded(exc) from None
-        raise
 
 
 @serve.deployment
@@ -63,35 +53,19 @@ class IngressDeployment:
         # Each hop carries the W3C context (and the send time) explicitly, so
         # the step spans join the request's trace whatever Ray propagates.
         async def embed(texts: list[str]) -> np.ndarray:
-            return await _call(embedder.embed, texts)
+            return await call_step(embedder.embed, texts)
 
         async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
-            return await _call(embedder.embed_with_usage, texts)
+            return await call_step(embedder.embed_with_usage, texts)
 
         async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
-            return await _call(retriever.search, vectors, k)
+            return await call_step(retriever.search, vectors, k)
 
         async def rerank(query: str, passages: list[str]) -> list[float]:
-            return await _call(reranker.rerank, query, passages)
+            return await call_step(reranker.rerank, query, passages)
 
-        async def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
-            stream = generator.options(stream=True)
-            response = stream.generate.remote(request, inject())
-            finished = False
-            try:
-                try:
-                    async for chunk in response:
-                        yield chunk
-                except Exception as exc:
-                    if is_overload(exc):
-                        raise overloaded(exc) from None
-                    raise
-                finished = True
-            finally:
-                if not finished:
-                    # The client went away or the caller stopped reading:
-                    # cancel so the replica aborts the request inside vLLM.
-                    response.cancel()
+        def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
+            return stream_generate(generator, request)
 
         pipeline = RagPipeline(
             Steps(embed=embed, retrieve=retrieve, rerank=rerank, generate=generate),

@@ -1,0 +1,11 @@
+"""The API's routers, one module per endpoint family (vLLM's layout)."""
+
+from graph.routes import chat, completions, embeddings, health, retrieval
+
+ROUTERS = [
+    health.router,
+    chat.router,
+    completions.router,
+    embeddings.router,
+    retrieval.router,
+]

@@ -1,0 +1,53 @@
+"""`POST /v1/rerank` and `POST /v1/retrieve`: the graph's retrieval steps alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from graph import protocol as p
+from graph.context import Ctx
+from graph.errors import APIError
+from graph.pipeline import RetrievalOptions
+from graph.routes.common import check_model, citation
+
+router = APIRouter()
+
+
+@router.post("/v1/rerank")
+async def rerank(body: p.RerankRequest, ctx: Ctx) -> dict[str, Any]:
+    """Score documents against a query, best first."""
+    model = check_model(body.model, ctx.names.reranker)
+    texts = body.texts()
+    scores = await ctx.pipeline.steps.rerank(body.query, texts)
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])[
+        : body.top_n or len(texts)
+    ]
+    results = [
+        p.RerankResult(
+            index=i,
+            relevance_score=float(scores[i]),
+            document=p.RerankDocument(text=texts[i]) if body.return_documents else None,
+        )
+        for i in order
+    ]
+    return p.dump(p.RerankResponse(id=p.new_id("rerank"), model=model, results=results))
+
+
+@router.post("/v1/retrieve")
+async def retrieve(body: p.RetrieveRequest, ctx: Ctx) -> dict[str, Any]:
+    """Chunks from the index for a query (optionally reranked)."""
+    cfg = ctx.args.retrieval
+    top_k = body.top_k or cfg.top_k
+    top_n = body.top_n or (cfg.top_n if body.rerank else top_k)
+    if top_n > top_k:
+        raise APIError(
+            400, f"top_n ({top_n}) must not exceed top_k ({top_k})", param="top_n"
+        )
+    hits = await ctx.pipeline.retrieve(
+        body.query, RetrievalOptions(True, top_k, top_n, body.rerank)
+    )
+    return p.dump(
+        p.RetrieveResponse(data=[citation(i, h) for i, h in enumerate(hits, 1)])
+    )
