@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 # Ray must bind loopback only (see README "Networking").
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: install models index serve ask test test-unit lint format bench jaeger clean
+.PHONY: install models index serve ask test test-unit test-tools lint format bench jaeger clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; }
@@ -69,7 +69,19 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint models
+# Programs the tests drive, from Debian's packages (command = package name):
+# kubectl renders kuberay/ with its built-in kustomize.
+TEST_TOOLS := kubectl
+APT := apt-get -o DPkg::Lock::Timeout=300 -qq
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt)"; \
+	  $(SUDO) $(APT) update && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y $$missing >/dev/null; \
+	fi
+
+test: lint models test-tools
 	$(BIN)/pytest -v --durations=15
 
 test-unit: $(STAMP)
