@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from graph.cli_tenants import register as register_tenants
 from graph.config import ConfigError, RagServingArgs
 
 
@@ -48,6 +49,10 @@ def _load_args(ns: argparse.Namespace) -> RagServingArgs:
         overrides.append(f"server.host={ns.host}")
     if getattr(ns, "port", None):
         overrides.append(f"server.port={ns.port}")
+    if getattr(ns, "tenants_db", None):
+        overrides.append(f"tenants.db={ns.tenants_db}")
+    if getattr(ns, "audit_log", None):
+        overrides.append(f"tenants.audit_log={ns.audit_log}")
     return RagServingArgs.load(ns.config, overrides)
 
 
@@ -281,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="print the resolved config as YAML")
     _add_config_flags(show)
     show.set_defaults(func=cmd_config_show)
+    register_tenants(sub)
     return parser
 
 

@@ -319,7 +319,10 @@ class RagServingArgs(_Section):
             raise ConfigError(format_validation_error(exc)) from None
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The config as YAML, API keys redacted (keys are never printed)."""
+        data = self.model_dump(mode="json")
+        data["server"]["api_keys"] = ["<redacted>" for _ in self.server.api_keys]
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
