@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from batching.config import BatchConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
+from releases.config import ReleasesConfig
 from retrieval.config import IndexBuildConfig
 from telemetry.config import TelemetryConfig
 from tenants.config import TenantsConfig
@@ -85,7 +86,7 @@ class RetrievalConfig(_Section):
         4000, ge=100, description="Characters of retrieved text put in the prompt."
     )
     prompt_template: str = Field(
-        "rag-v1", description="Versioned prompt template (graph/prompts.py)."
+        "rag-v1", description="Versioned prompt template (releases/templates.py)."
     )
     build: IndexBuildConfig = Field(
         default_factory=IndexBuildConfig,
@@ -275,6 +276,7 @@ class RagServingArgs(_Section):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)
+    releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
 
     @model_validator(mode="after")
     def _max_tokens_fit(self) -> RagServingArgs:

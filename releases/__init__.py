@@ -1,0 +1,1 @@
+"""Releases: the whole answer path as one immutable, content-addressed unit."""

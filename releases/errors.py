@@ -1,0 +1,26 @@
+"""Errors of the release floor; each message is one line a user can act on."""
+
+from __future__ import annotations
+
+
+class ReleaseError(Exception):
+    """A release that cannot be created, read, verified or routed to."""
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (type(self), (str(self),))
+
+
+class ReleaseNotFoundError(ReleaseError):
+    """No release of that name in the registry (or not live in the graph)."""
+
+
+class ReleaseExistsError(ReleaseError):
+    """A release of that name exists already; releases are immutable."""
+
+
+class ArtifactMismatchError(ReleaseError):
+    """An artifact of a release is missing or its checksum no longer matches."""
+
+
+class TrafficError(ReleaseError):
+    """Weights, a shadow share, a promote or a rollback that cannot apply."""

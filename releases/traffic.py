@@ -1,0 +1,240 @@
+"""Traffic policy: live weights, sticky assignment, pins, shadow, promote and
+rollback, as pure functions over `TrafficState` (the ingress's user_config).
+
+Knows the rules (weights are whole percents summing to 100, a release takes
+weight only once warm, a shadow never mirrors the release taking all
+traffic); knows nothing of HTTP or Ray: every change returns a new state or
+raises `TrafficError` and leaves the old one as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from releases.errors import TrafficError
+
+#: Sticky buckets: fine enough that a 1% weight gets its share.
+BUCKETS = 10_000
+
+
+class TrafficState(BaseModel):
+    """Live routing of one graph; travels as the ingress's Serve user_config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: dict[str, int] = Field(description="Percent of requests per release.")
+    shadow: dict[str, int] = Field(
+        default_factory=dict,
+        description="Percent of requests mirrored to a release, answers discarded.",
+    )
+    stable: str | None = Field(None, description="The release that had 100% last.")
+    history: list[str] = Field(
+        default_factory=list,
+        description="Earlier stable releases, oldest first (rollback targets).",
+    )
+    reasons: dict[str, str] = Field(
+        default_factory=dict,
+        description="Why a release lost its weight (canary judge), by release.",
+    )
+    revision: int = Field(0, description="Bumped on every change.")
+
+    @classmethod
+    def initial(
+        cls, releases: list[str], weights: Mapping[str, int] | None = None
+    ) -> TrafficState:
+        weights = dict(weights or {releases[0]: 100})
+        full = {name: int(weights.get(name, 0)) for name in releases}
+        _check_weights(full, releases)
+        top = max(full, key=lambda n: full[n])
+        return cls(weights=full, stable=top if full[top] == 100 else releases[0])
+
+
+def parse_assignments(items: Iterable[str], what: str = "weight") -> dict[str, int]:
+    """`["A=90", "B=10"]` -> `{"A": 90, "B": 10}`.
+
+    Raises:
+        TrafficError: not NAME=PERCENT, a repeated name, a negative or
+            non-integer percent.
+    """
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise TrafficError(f"{what} {item!r} must be NAME=PERCENT, e.g. A=90")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise TrafficError(
+                f"{what} for {name!r} must be a whole percent, got {raw!r}"
+            ) from None
+        if value < 0 or value > 100:
+            raise TrafficError(
+                f"{what} for {name!r} must be between 0 and 100, got {value}"
+            )
+        if name in out:
+            raise TrafficError(f"{what} for {name!r} is given twice")
+        out[name] = value
+    return out
+
+
+def _check_known(names: Iterable[str], live: Iterable[str]) -> None:
+    live = list(live)
+    for name in names:
+        if name not in live:
+            raise TrafficError(
+                f"release {name!r} is not live in this graph (live: {', '.join(live)})"
+            )
+
+
+def _check_weights(weights: Mapping[str, int], live: Iterable[str]) -> None:
+    _check_known(weights, live)
+    for name, value in weights.items():
+        if value < 0:
+            raise TrafficError(f"weight for {name!r} is negative ({value})")
+    total = sum(weights.values())
+    if total != 100:
+        shown = " ".join(f"{n}={w}" for n, w in weights.items())
+        raise TrafficError(f"weights must sum to 100, got {total} ({shown})")
+
+
+def _check_warm(names: Iterable[str], warm: Mapping[str, str]) -> None:
+    for name in names:
+        state = warm.get(name, "unknown")
+        if state != "warm":
+            raise TrafficError(
+                f"release {name!r} is not warm yet ({state}); it takes traffic "
+                "once its deployments are ready and its warm-up queries passed"
+            )
+
+
+def set_weights(
+    state: TrafficState,
+    weights: Mapping[str, int],
+    shadow: Mapping[str, int] | None,
+    warm: Mapping[str, str],
+) -> TrafficState:
+    """New weights (releases not named get 0) and shadow shares.
+
+    Args:
+        state: the live state.
+        weights: the requested percents.
+        shadow: mirrored percents; None keeps none.
+        warm: every live release's warm-up state ("warm" takes traffic).
+    """
+    live = list(warm)
+    _check_weights(weights, live)
+    full = {name: int(weights.get(name, 0)) for name in live}
+    _check_warm([n for n, w in full.items() if w > 0], warm)
+    shadow = dict(shadow or {})
+    _check_known(shadow, live)
+    for name, share in shadow.items():
+        if full.get(name) == 100:
+            raise TrafficError(
+                f"release {name!r} already takes all traffic; a shadow share on "
+                "it would mirror requests to itself"
+            )
+        if share <= 0 or share > 100:
+            raise TrafficError(f"shadow share for {name!r} must be 1-100, got {share}")
+    _check_warm(shadow, warm)
+    stable, history = state.stable, list(state.history)
+    top = next((n for n, w in full.items() if w == 100), None)
+    if top is not None and top != stable:
+        if stable is not None:
+            history.append(stable)
+        stable = top
+    reasons = {n: r for n, r in state.reasons.items() if full.get(n, 0) == 0}
+    return TrafficState(
+        weights=full,
+        shadow=shadow,
+        stable=stable,
+        history=history,
+        reasons=reasons,
+        revision=state.revision + 1,
+    )
+
+
+def promote(state: TrafficState, name: str, warm: Mapping[str, str]) -> TrafficState:
+    """`name` to 100% and stable; the previous stable becomes the rollback target."""
+    _check_known([name], list(warm))
+    if state.stable == name and state.weights.get(name) == 100:
+        raise TrafficError(
+            f"release {name!r} already takes all traffic; nothing to promote"
+        )
+    return set_weights(state, {name: 100}, None, warm)
+
+
+def rollback(state: TrafficState, warm: Mapping[str, str]) -> TrafficState:
+    """Back to the stable release when a canary takes weight, else to the
+    previous stable release; either gets 100%."""
+    live = list(warm)
+    if state.stable and state.weights.get(state.stable) != 100:
+        target, history = state.stable, list(state.history)
+    else:
+        history = [n for n in state.history if n in live and n != state.stable]
+        if not history:
+            raise TrafficError(
+                f"nothing to roll back to: {state.stable!r} takes all traffic and "
+                "no earlier stable release is live in this graph"
+            )
+        target = history.pop()
+    _check_warm([target], warm)
+    full = {n: (100 if n == target else 0) for n in live}
+    return TrafficState(
+        weights=full,
+        shadow={},
+        stable=target,
+        history=history,
+        reasons=dict(state.reasons),
+        revision=state.revision + 1,
+    )
+
+
+def take_weight_away(state: TrafficState, name: str, reason: str) -> TrafficState:
+    """The canary judge's move: `name` to 0, its share back to the stable release."""
+    stable = state.stable
+    if stable is None or stable == name or state.weights.get(name, 0) == 0:
+        return state
+    weights = dict(state.weights)
+    weights[stable] = weights.get(stable, 0) + weights[name]
+    weights[name] = 0
+    return state.model_copy(
+        update={
+            "weights": weights,
+            "reasons": {**state.reasons, name: reason},
+            "revision": state.revision + 1,
+        }
+    )
+
+
+def sticky_bucket(key: str) -> int:
+    """The bucket (0..BUCKETS-1) a session/user/tenant key always lands in."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % BUCKETS
+
+
+def choose(weights: Mapping[str, int], bucket: int) -> str:
+    """The release whose slice of [0, BUCKETS) holds `bucket` (names in order)."""
+    edge = 0
+    last = None
+    for name in sorted(weights):
+        if weights[name] <= 0:
+            continue
+        last = name
+        edge += weights[name] * BUCKETS // 100
+        if bucket < edge:
+            return name
+    if last is None:
+        raise TrafficError("no release takes traffic")
+    return last
+
+
+def effective_weights(
+    weights: Mapping[str, int], warm: Mapping[str, str]
+) -> dict[str, int]:
+    """Weights of warm releases only; when none with weight is warm yet (start
+    up), the configured weights stand."""
+    usable = {n: w for n, w in weights.items() if w > 0 and warm.get(n) == "warm"}
+    return usable or {n: w for n, w in weights.items() if w > 0}
