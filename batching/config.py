@@ -1,8 +1,14 @@
-"""Batch settings for one node."""
+"""Batch settings: one node's `BatchConfig` and the per-node `BatchingConfig`.
+
+The only place batch sizes and windows are set; the deployments' `serve.batch`
+decorators take theirs from here when a replica starts.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class BatchConfig(BaseModel):
@@ -15,8 +21,53 @@ class BatchConfig(BaseModel):
     )
     max_batch_size: int = Field(16, ge=1, description="Requests per batch at most.")
     batch_wait_timeout_s: float = Field(
-        0.01,
+        0.0,
         ge=0.0,
         le=10.0,
-        description="How long a batch waits to fill after its first request.",
+        description="How long a batch waits to fill after its first request. "
+        "0 (default): a lone request runs at once, and a batch is what queued "
+        "while the model ran the previous one (TEI's way).",
     )
+
+
+def _node(max_batch_size: int) -> Any:
+    return lambda: BatchConfig(max_batch_size=max_batch_size)
+
+
+class BatchingConfig(BaseModel):
+    """Per-node batching; a partial node in YAML (`embedder: {enabled: false}`)
+    is merged over that node's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: BatchConfig = Field(
+        default_factory=_node(32), description="Embedder: texts per forward pass."
+    )
+    retriever: BatchConfig = Field(
+        default_factory=_node(32), description="Retriever: queries per FAISS scan."
+    )
+    reranker: BatchConfig = Field(
+        default_factory=_node(16), description="Reranker: requests per scoring pass."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_over_node_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            if isinstance(given, dict) and field.default_factory is not None:
+                default = field.default_factory()  # type: ignore[call-arg]
+                merged[name] = {**default.model_dump(exclude_unset=True), **given}
+        return merged
+
+    def all_off(self) -> BatchingConfig:
+        """Every batched node off (the honest "batching off" of benchmarks)."""
+        off = {"enabled": False}
+        return BatchingConfig(
+            embedder=self.embedder.model_copy(update=off),
+            retriever=self.retriever.model_copy(update=off),
+            reranker=self.reranker.model_copy(update=off),
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -57,21 +57,27 @@ class Batched(Generic[R]):
     info: BatchInfo
 
 
-async def run_batch(
+def run_batch(
     items: Sequence[Queued[T]],
-    fn: Callable[[list[T]], Awaitable[list[R]]],
+    fn: Callable[[list[T]], list[R]],
 ) -> list[Batched[R]]:
     """Run `fn` over the payloads of one batch and attach batch info.
 
+    `fn` runs right here, on the caller's event loop, on purpose: requests
+    that arrive while it runs queue up in `ray.serve.batch` and form the next
+    batch, so with a zero batch window a lone request never waits and a busy
+    model still gets full batches (TEI's way). In a thread instead, the batch
+    loop would cut a batch of one for every arrival while the model is busy.
+
     Args:
         items: the batch as `ray.serve.batch` handed it over.
-        fn: computes one result per payload, in order.
+        fn: computes one result per payload, in order (blocking).
 
     Returns:
         One `Batched` per item, in order.
     """
     started = time.perf_counter()
-    results = await fn([item.payload for item in items])
+    results = fn([item.payload for item in items])
     if len(results) != len(items):
         raise RuntimeError(
             f"batch function returned {len(results)} results for {len(items)} items"

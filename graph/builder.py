@@ -19,6 +19,7 @@ from graph.deployments import (
     RetrieverDeployment,
 )
 from graph.ingress import IngressDeployment
+from models.threads import torch_process_env
 
 
 def build_app(
@@ -39,7 +40,11 @@ def build_app(
     telemetry = cfg.telemetry
     embedder = (
         _node(EmbedderDeployment)
-        .options(**nodes.embedder.serve_options("embedder"))
+        .options(
+            **nodes.embedder.serve_options(
+                "embedder", extra_env=torch_process_env(models.embedder.threads)
+            )
+        )
         .bind(models.embedder, cfg.batching.embedder, telemetry)
     )
     retriever = (
@@ -55,7 +60,11 @@ def build_app(
     )
     reranker = (
         _node(RerankerDeployment)
-        .options(**nodes.reranker.serve_options("reranker"))
+        .options(
+            **nodes.reranker.serve_options(
+                "reranker", extra_env=torch_process_env(models.reranker.threads)
+            )
+        )
         .bind(models.reranker, models.embedder, cfg.batching.reranker, telemetry)
     )
     generator = (

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from batching.config import BatchConfig
+from batching.config import BatchingConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from releases.config import ReleasesConfig
 from retrieval.config import IndexBuildConfig
@@ -104,24 +104,6 @@ class RetrievalConfig(_Section):
                 f"({self.top_k})"
             )
         return self
-
-
-class BatchingConfig(_PerNodeDefaults):
-    embedder: BatchConfig = Field(
-        default_factory=lambda: BatchConfig(
-            max_batch_size=32, batch_wait_timeout_s=0.01
-        )
-    )
-    retriever: BatchConfig = Field(
-        default_factory=lambda: BatchConfig(
-            max_batch_size=32, batch_wait_timeout_s=0.005
-        )
-    )
-    reranker: BatchConfig = Field(
-        default_factory=lambda: BatchConfig(
-            max_batch_size=16, batch_wait_timeout_s=0.01
-        )
-    )
 
 
 class AutoscalingConfig(_Section):

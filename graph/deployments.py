@@ -2,10 +2,11 @@
 
 Each deployment takes its engine factory as a constructor argument (tests may
 inject their own), warms the engine up with a real call before it reports
-ready, and batches concurrent requests with `ray.serve.batch` (the generator
-relies on vLLM's continuous batching instead). Every call takes an optional
-`trace` carrier and opens its step span under it, with the waits (handle
-queue, batch window, engine scheduler) as child spans.
+ready, and batches concurrent requests with `ray.serve.batch`, running the
+model on the replica's event loop so that what queues meanwhile forms the next
+batch (the generator relies on vLLM's continuous batching instead). Every
+call takes an optional `trace` carrier and opens its step span under it, with
+the waits (handle queue, batch window, engine scheduler) as child spans.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from ray import serve
 
 from batching.config import BatchConfig
 from batching.queue import Batched, BatchInfo, BatchLog, Queued, run_batch
+from batching.stream import coalesce
 from graph.engines import make_embedder, make_generator, make_reranker
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from models.embedder import Embedder
 from models.generation import Chunk, GenerationEngine, GenerationRequest
-from models.reranker import Reranker
+from models.reranker import Reranker, RerankItem
 from retrieval.types import Hit
 from telemetry.config import TelemetryConfig
 from telemetry.gpu import gpu_memory_attributes
@@ -162,17 +164,15 @@ class EmbedderDeployment(_Node):
             batched = await self._embed_batch(Queued.now(texts))
             return self._observe(span, handle_ms, batched)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch  # size and window: batching config, set in __init__
     async def _embed_batch(
         self, items: list[Queued[list[str]]]
     ) -> list[Batched[tuple[np.ndarray, int]]]:
-        return await run_batch(items, self._embed_many)
+        return run_batch(items, self._embed_many)
 
-    async def _embed_many(
-        self, requests: list[list[str]]
-    ) -> list[tuple[np.ndarray, int]]:
+    def _embed_many(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
         flat = [text for texts in requests for text in texts]
-        vectors, counts = await asyncio.to_thread(self._embed_and_count, flat)
+        vectors, counts = self._embed_and_count(flat)
         out, start = [], 0
         for texts in requests:
             end = start + len(texts)
@@ -221,18 +221,18 @@ class RetrieverDeployment(_Node):
             batched = await self._search_batch(Queued.now((vectors, k)))
             return self._observe(span, handle_ms, batched)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch  # size and window: batching config, set in __init__
     async def _search_batch(
         self, items: list[Queued[tuple[np.ndarray, int]]]
     ) -> list[Batched[list[list[Hit]]]]:
-        return await run_batch(items, self._search_many)
+        return run_batch(items, self._search_many)
 
-    async def _search_many(
+    def _search_many(
         self, requests: list[tuple[np.ndarray, int]]
     ) -> list[list[list[Hit]]]:
         stacked = np.concatenate([np.asarray(v, dtype=np.float32) for v, _ in requests])
         k = max(k for _, k in requests)
-        hits = await asyncio.to_thread(self.retriever.search, stacked, k)
+        hits = self.retriever.search(stacked, k)
         out, start = [], 0
         for vectors, req_k in requests:
             out.append([row[:req_k] for row in hits[start : start + len(vectors)]])
@@ -266,26 +266,26 @@ class RerankerDeployment(_Node):
         return {"model_id": self.engine.model_id}
 
     async def rerank(
-        self, query: str, passages: list[str], trace: Carrier = None
+        self,
+        query: str,
+        passages: list[str],
+        dense: list[float] | None = None,
+        trace: Carrier = None,
     ) -> list[float]:
+        """Scores for `passages`; `dense`: their retrieval cosines, if known."""
         if not passages:
             return []
         attrs = {**self._attrs(), "passages": len(passages)}
         handle_ms = handle_wait_ms(trace)
         with step_span("rag.rerank", trace, attrs) as span:
-            batched = await self._rerank_batch(Queued.now((query, passages)))
+            batched = await self._rerank_batch(Queued.now((query, passages, dense)))
             return self._observe(span, handle_ms, batched)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch  # size and window: batching config, set in __init__
     async def _rerank_batch(
-        self, items: list[Queued[tuple[str, list[str]]]]
+        self, items: list[Queued[RerankItem]]
     ) -> list[Batched[list[float]]]:
-        return await run_batch(items, self._score_many)
-
-    async def _score_many(
-        self, requests: list[tuple[str, list[str]]]
-    ) -> list[list[float]]:
-        return await asyncio.to_thread(self.engine.score_many, requests)
+        return run_batch(items, self.engine.score_many)
 
 
 @serve.deployment
@@ -316,6 +316,7 @@ class GeneratorDeployment:
             # vLLM hands the endpoint to the HTTP exporter as the full URL.
             endpoint = endpoint.rstrip("/") + "/v1/traces"
         self.engine = engine_factory(config, endpoint)
+        self.coalesce_s = config.stream_coalesce_ms / 1000.0
         await self.engine.start()
 
     async def describe(self) -> dict[str, Any]:
@@ -326,6 +327,17 @@ class GeneratorDeployment:
 
     async def generate(
         self, request: GenerationRequest, trace: Carrier = None
+    ) -> AsyncIterator[list[Chunk]]:
+        """The chunks of `request`, coalesced for the hop to the ingress: the
+        first alone at once, then what the engine made in each short window
+        (`stream_coalesce_ms`), one Ray object per window instead of per
+        token."""
+        chunks = self._generate(request, trace)
+        async for batch in coalesce(chunks, self.coalesce_s):
+            yield batch
+
+    async def _generate(
+        self, request: GenerationRequest, trace: Carrier
     ) -> AsyncIterator[Chunk]:
         # The span is ended by hand: a context manager held across `yield`
         # would leak the current-span context into the consumer.

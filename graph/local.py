@@ -17,6 +17,7 @@ from graph.engines import make_embedder, make_generator, make_reranker
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
 from models.generation import Chunk, GenerationEngine, GenerationRequest
+from models.threads import torch_process_env
 from retrieval.index import FaissRetriever
 from retrieval.types import Hit
 
@@ -26,6 +27,10 @@ class LocalGraph:
 
     def __init__(self, args: RagServingArgs) -> None:
         self.args = args
+        # As the graph's replicas get it; OpenMP reads it when torch loads,
+        # which the engines below do lazily.
+        for key, value in torch_process_env(args.models.embedder.threads).items():
+            os.environ.setdefault(key, value)
         self.embedder = make_embedder(args.models.embedder)
         self.retriever = FaissRetriever.load(
             args.retrieval.index_dir,
@@ -65,8 +70,10 @@ class LocalGraph:
     async def _retrieve(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         return await asyncio.to_thread(self.retriever.search, vectors, k)
 
-    async def _rerank(self, query: str, passages: list[str]) -> list[float]:
-        return await asyncio.to_thread(self.reranker.score, query, passages)
+    async def _rerank(
+        self, query: str, passages: list[str], dense: list[float] | None = None
+    ) -> list[float]:
+        return await asyncio.to_thread(self.reranker.score, query, passages, dense)
 
     def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         return self.generator.generate(request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -19,7 +20,18 @@ from retrieval.types import Hit
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
 RetrieveFn = Callable[[np.ndarray, int], Awaitable[list[list[Hit]]]]
-RerankFn = Callable[[str, list[str]], Awaitable[list[float]]]
+
+
+class RerankFn(Protocol):
+    """Scores passages for a query; `dense`, when given, holds the query's
+    cosine with each passage (the retrieval scores), so a fusion reranker
+    need not embed them again."""
+
+    def __call__(
+        self, query: str, passages: list[str], dense: list[float] | None = None
+    ) -> Awaitable[list[float]]: ...
+
+
 GenerateFn = Callable[[GenerationRequest], AsyncIterator[Chunk]]
 
 
@@ -80,7 +92,8 @@ class RagPipeline:
         hits = (await self.steps.retrieve(vectors, options.top_k))[0]
         if not options.rerank or not hits:
             return hits[: options.top_n]
-        scores = await self.steps.rerank(query, [hit.text for hit in hits])
+        texts, cosines = [hit.text for hit in hits], [hit.score for hit in hits]
+        scores = await self.steps.rerank(query, texts, cosines)
         return rerank_hits(hits, scores, options.top_n)
 
     async def answer(

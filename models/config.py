@@ -21,6 +21,13 @@ class EmbedderConfig(_Section):
         None, description="torch device; null picks CUDA when present."
     )
     batch_size: int = Field(32, ge=1, description="Rows per forward pass.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="Intra-op threads of this node's model (torch); null: "
+        "every core the process may use. Ray would otherwise give a "
+        "fractional-CPU replica one thread.",
+    )
 
 
 class RerankerConfig(_Section):
@@ -41,6 +48,12 @@ class RerankerConfig(_Section):
         8192, ge=1, description="Cross-encoder: padded tokens per micro-batch."
     )
     device: str | None = Field(None, description="torch device; null picks CUDA.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="Intra-op threads of the reranker (torch); null: every core "
+        "the process may use. In one process the embedder's pool serves both.",
+    )
 
     @model_validator(mode="after")
     def _model_for_cross_encoder(self) -> RerankerConfig:
@@ -101,6 +114,21 @@ class GeneratorConfig(_Section):
         le=2.0,
         description="Default repetition penalty (vLLM's); >1 keeps small models "
         "from looping. A request's own value wins.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="OpenMP threads of the engine, on CPU bound to that many "
+        "cores (VLLM_CPU_OMP_THREADS_BIND; `env` wins); null: every core the "
+        "process may use on CPU, vLLM's own choice on GPU.",
+    )
+    stream_coalesce_ms: float = Field(
+        10.0,
+        ge=0.0,
+        le=1000.0,
+        description="Graph only: chunks made within this window cross from "
+        "the generator to the ingress as one message (the first chunk goes at "
+        "once); 0 sends one message per chunk.",
     )
     env: dict[str, str] = Field(
         default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},

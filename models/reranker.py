@@ -16,6 +16,9 @@ from batching.token_budget import split_by_token_budget
 from models.embedder import Embedder, quiet_model_loading
 from models.resolve import resolve_local_or_hub
 
+#: (query, passages) or (query, passages, dense scores or None).
+RerankItem = tuple[str, list[str]] | tuple[str, list[str], list[float] | None]
+
 
 class Reranker(abc.ABC):
     """Scores passages against a query."""
@@ -23,17 +26,26 @@ class Reranker(abc.ABC):
     model_id: str
 
     @abc.abstractmethod
-    def score(self, query: str, passages: list[str]) -> list[float]:
+    def score(
+        self, query: str, passages: list[str], dense: list[float] | None = None
+    ) -> list[float]:
         """Score each passage for `query`.
+
+        Args:
+            query: the question.
+            passages: the candidates.
+            dense: the caller's cosine similarity of `query` and each passage
+                under the graph's embedder, when it has them (the retrieval
+                scores); a reranker that can use them need not embed again.
 
         Returns:
             One float per passage, in input order; only the order between
             passages of one query is meaningful.
         """
 
-    def score_many(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        """Score several (query, passages) requests at once (one batch)."""
-        return [self.score(q, p) for q, p in items]
+    def score_many(self, items: list[RerankItem]) -> list[list[float]]:
+        """Score several (query, passages[, dense]) requests at once (one batch)."""
+        return [self.score(*item) for item in items]
 
 
 class CrossEncoderReranker(Reranker):
@@ -61,11 +73,13 @@ class CrossEncoderReranker(Reranker):
         self._max_batch_tokens = max_batch_tokens
         self._max_length = max_length
 
-    def score(self, query: str, passages: list[str]) -> list[float]:
+    def score(
+        self, query: str, passages: list[str], dense: list[float] | None = None
+    ) -> list[float]:
         return self.score_many([(query, passages)])[0]
 
-    def score_many(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        pairs = [(q, p) for q, passages in items for p in passages]
+    def score_many(self, items: list[RerankItem]) -> list[list[float]]:
+        pairs = [(item[0], p) for item in items for p in item[1]]
         if not pairs:
             return [[] for _ in items]
         tokenizer = self._model.tokenizer
@@ -86,9 +100,9 @@ class CrossEncoderReranker(Reranker):
             flat[group] = np.asarray(scores, dtype=np.float32).reshape(-1)
         out: list[list[float]] = []
         start = 0
-        for _, passages in items:
-            out.append(flat[start : start + len(passages)].tolist())
-            start += len(passages)
+        for item in items:
+            out.append(flat[start : start + len(item[1])].tolist())
+            start += len(item[1])
         return out
 
 
@@ -97,8 +111,10 @@ class FusionReranker(Reranker):
 
     The offline default: no installable package ships cross-encoder weights.
     Score = `dense_weight` * cosine + (1 - `dense_weight`) * BM25 min-max
-    normalised within the query's candidates. Passage vectors are cached
-    (LRU), since the same chunks come back for related questions.
+    normalised within the query's candidates. When the caller passes the
+    cosines it already has (the retrieval scores, from the same embedder),
+    nothing is embedded; otherwise passage vectors are cached (LRU), since
+    the same chunks come back for related questions.
     """
 
     def __init__(
@@ -115,19 +131,33 @@ class FusionReranker(Reranker):
         self._cache_size = cache_size
         self.model_id = f"bm25+{embedder.model_id}"
 
-    def score(self, query: str, passages: list[str]) -> list[float]:
-        return self.score_many([(query, passages)])[0]
+    def score(
+        self, query: str, passages: list[str], dense: list[float] | None = None
+    ) -> list[float]:
+        return self.score_many([(query, passages, dense)])[0]
 
-    def score_many(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+    def score_many(self, items: list[RerankItem]) -> list[list[float]]:
+        given = [item[2] if len(item) == 3 else None for item in items]
+        unknown = [item for item, d in zip(items, given, strict=True) if d is None]
         vectors = self._vectors(
-            [q for q, _ in items] + [p for _, ps in items for p in ps]
+            [item[0] for item in unknown] + [p for item in unknown for p in item[1]]
         )
         out: list[list[float]] = []
-        for query, passages in items:
+        for item, known in zip(items, given, strict=True):
+            query, passages = item[0], item[1]
             if not passages:
                 out.append([])
                 continue
-            dense = np.array([float(vectors[query] @ vectors[p]) for p in passages])
+            if known is not None and len(known) != len(passages):
+                raise ValueError(
+                    f"{len(known)} dense scores for {len(passages)} passages"
+                )
+            dense = np.asarray(
+                known
+                if known is not None
+                else [float(vectors[query] @ vectors[p]) for p in passages],
+                dtype=np.float64,
+            )
             lexical = _minmax(_bm25_scores(query, passages))
             fused = self._dense_weight * dense + (1 - self._dense_weight) * lexical
             out.append(fused.tolist())

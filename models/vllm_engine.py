@@ -26,6 +26,7 @@ from models.generation import (
     SamplingOptions,
 )
 from models.resolve import resolve_generator_path
+from models.threads import engine_thread_env
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +41,12 @@ class VLLMEngine(GenerationEngine):
     Construction is cheap; `start()` resolves the model (converting the
     packaged default on first use), builds the engine and warms it up.
 
-    `config.env` is copied into `os.environ` by `start()`, before vLLM is
-    imported here and before its engine-core process is spawned, which is
-    enough in one process. Inside Ray Serve the deployment passes the same
-    dict as `runtime_env.env_vars`, so the variables are set before the
-    replica process imports anything (vLLM reads some of them at import).
+    `config.env`, over the thread settings of `config.threads`, is copied into
+    `os.environ` by `start()`, before vLLM is imported here and before its
+    engine-core process is spawned, which is enough in one process. Inside
+    Ray Serve the deployment passes the same `config.env` as
+    `runtime_env.env_vars`, so those are set before the replica process
+    imports anything (vLLM reads some of them at import).
 
     Attributes:
         model_id: the name clients send (`GeneratorConfig.served_name()`).
@@ -80,18 +82,18 @@ class VLLMEngine(GenerationEngine):
         """
         if self._engine is not None:
             return
-        os.environ.update(self.config.env)
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+        os.environ.update(self._engine_env(on_gpu))
         # Resolving the default may convert SmolLM2 (~50 s): keep the loop free.
         path = await asyncio.to_thread(resolve_generator_path, self.config.model)
         self.model_path = path
 
-        import torch
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        engine_args = AsyncEngineArgs(
-            **self._engine_kwargs(path, on_gpu=torch.cuda.is_available())
-        )
+        engine_args = AsyncEngineArgs(**self._engine_kwargs(path, on_gpu=on_gpu))
         began = time.monotonic()
         self._engine = AsyncLLM.from_engine_args(
             engine_args, stat_loggers=[_gauge_logger_class(self._gauges)]
@@ -110,6 +112,12 @@ class VLLMEngine(GenerationEngine):
             time.monotonic() - began,
             self.max_model_len,
         )
+
+    def _engine_env(self, on_gpu: bool) -> dict[str, str]:
+        """`config.env` over the thread settings (on CPU, or when set)."""
+        threads = self.config.threads
+        env = engine_thread_env(threads) if threads or not on_gpu else {}
+        return {**env, **self.config.env}
 
     def _engine_kwargs(self, path: str, on_gpu: bool) -> dict[str, Any]:
         cfg = self.config

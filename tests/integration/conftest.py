@@ -49,10 +49,11 @@ def graph_args(
             "top_n": 3,
             "max_context_chars": 2000,
         },
-        # A wide batch window so concurrent test requests visibly share batches.
+        # No batch window (the default): concurrent test requests share
+        # batches because they queue while the model runs.
         "batching": {
-            "embedder": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2},
-            "reranker": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
+            "embedder": {"max_batch_size": 16},
+            "reranker": {"max_batch_size": 8},
         },
         "deployments": {
             "generator": {"num_cpus": 0.5},

@@ -146,3 +146,31 @@ def test_token_budget_micro_batches_score_like_one_big_batch(cross_encoder_dir):
 def test_cross_encoder_with_a_missing_path_raises_model_not_found(path):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         CrossEncoderReranker(path)
+
+
+def test_fusion_uses_the_callers_cosines_instead_of_embedding(default_embedder):
+    from models.embedder import Embedder
+
+    class Counting(Embedder):
+        def __init__(self, inner: Embedder) -> None:
+            self.inner, self.calls = inner, 0
+            self.model_id, self.dimension = inner.model_id, inner.dimension
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            self.calls += 1
+            return self.inner.embed(texts)
+
+    query, passages, best = CASES[0]
+    vectors = default_embedder.embed([query, *passages])
+    cosines = [float(vectors[0] @ v) for v in vectors[1:]]
+    counting = Counting(default_embedder)
+    reranker = FusionReranker(counting)
+
+    given = reranker.score(query, passages, dense=cosines)
+
+    assert counting.calls == 0  # nothing embedded again
+    assert given == pytest.approx(reranker.score(query, passages), abs=1e-5)
+    assert counting.calls == 1
+    assert int(np.argmax(given)) == best
+    with pytest.raises(ValueError, match="2 dense scores for 3 passages"):
+        reranker.score(query, passages, dense=cosines[:2])
