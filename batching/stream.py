@@ -52,10 +52,10 @@ async def coalesce(stream: AsyncIterator[T], window_s: float) -> AsyncIterator[l
         first = True
         done = False
         while not done:
-            item = await queue.get()
-            if item is _DONE:
+            got = await queue.get()
+            if got is _DONE:
                 break
-            batch = [cast(T, item)]
+            batch = [cast(T, got)]
             if not first:
                 await asyncio.sleep(window_s)
             first = False

@@ -29,13 +29,15 @@ async def call_step(method: Any, *args: Any) -> Any:
 async def stream_generate(
     generator: Any, request: GenerationRequest
 ) -> AsyncIterator[Chunk]:
-    """The generator's chunks for `request`, streamed over the handle."""
+    """The generator's chunks for `request`, streamed over the handle (the
+    replica sends them in lists, one per short window)."""
     response = generator.options(stream=True).generate.remote(request, inject())
     finished = False
     try:
         try:
-            async for chunk in response:
-                yield chunk
+            async for batch in response:
+                for chunk in batch:
+                    yield chunk
         except Exception as exc:
             if is_overload(exc):
                 raise overloaded(exc) from None

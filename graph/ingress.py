@@ -61,8 +61,10 @@ class IngressDeployment:
         async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
             return await call_step(retriever.search, vectors, k)
 
-        async def rerank(query: str, passages: list[str]) -> list[float]:
-            return await call_step(reranker.rerank, query, passages)
+        async def rerank(
+            query: str, passages: list[str], dense: list[float] | None = None
+        ) -> list[float]:
+            return await call_step(reranker.rerank, query, passages, dense)
 
         def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
             return stream_generate(generator, request)

@@ -31,6 +31,7 @@ class Script:
         self.fail_after: int | None = None
         self.fail_before = False
         self.seen: list[GenerationRequest] = []
+        self.dense: list[list[float] | None] = []
 
 
 def make_client(script: Script, api_keys: frozenset[str] = frozenset()) -> TestClient:
@@ -53,7 +54,10 @@ def make_client(script: Script, api_keys: frozenset[str] = frozenset()) -> TestC
     async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
         return [hits[:k] for _ in range(len(vectors))]
 
-    async def rerank(query: str, passages: list[str]) -> list[float]:
+    async def rerank(
+        query: str, passages: list[str], dense: list[float] | None = None
+    ) -> list[float]:
+        script.dense.append(dense)
         return [float(len(p)) for p in passages]
 
     async def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -139,6 +143,8 @@ def test_context_reaches_the_prompt(script: Script) -> None:
     assert system["role"] == "system"
     assert "(batching.md) ragserve batches requests" in system["content"]
     assert script.seen[0].messages[-1]["content"] == "how are requests batched?"
+    # The reranker is handed the retrieval scores, not left to re-embed.
+    assert script.dense[0] is not None and script.dense[0][0] == 0.9
 
 
 def test_error_mid_stream_is_a_final_sse_event_without_internals(
