@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from graph.context import ModelNames, ServingContext, api_keys, model_names
 from graph.errors import install_error_handlers
 from graph.middleware import install_middleware
+from graph.resilience import DeadlineMiddleware
 from graph.routes import ROUTERS
 
 __all__ = ["ModelNames", "ServingContext", "api_keys", "create_app", "model_names"]
@@ -22,6 +23,8 @@ def create_app(ctx: ServingContext) -> FastAPI:
     app = FastAPI(title="ragserve", version="0.1.0")
     app.state.ctx = ctx
     install_error_handlers(app)
+    # Added first, so it runs inside the request id / span / auth middleware.
+    app.add_middleware(DeadlineMiddleware, config=ctx.args.resilience)
     install_middleware(app, ctx)
     for router in ROUTERS:
         app.include_router(router)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batching.config import BatchingConfig
+from graph.resilience_config import ResilienceConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from releases.config import ReleasesConfig
 from retrieval.config import IndexBuildConfig
@@ -138,6 +139,11 @@ class DeploymentConfig(_Section):
     num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs (or a fraction) per replica.")
     memory_bytes: int | None = Field(None, ge=0, description="Memory reserved.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per replica, e.g. {generator_node: 1}: "
+        "the replica runs only on nodes that offer them.",
+    )
     num_replicas: int | None = Field(
         None, ge=1, description="Fixed replica count; null uses `autoscaling`."
     )
@@ -164,6 +170,8 @@ class DeploymentConfig(_Section):
         }
         if self.memory_bytes:
             ray_actor_options["memory"] = self.memory_bytes
+        if self.resources:
+            ray_actor_options["resources"] = dict(self.resources)
         env = {**(extra_env or {}), **self.env_vars}
         if env:
             ray_actor_options["runtime_env"] = {"env_vars": env}
@@ -259,6 +267,10 @@ class RagServingArgs(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)
     releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
+    resilience: ResilienceConfig = Field(
+        default_factory=ResilienceConfig,
+        description="Request deadlines and retries of idempotent steps.",
+    )
 
     @model_validator(mode="after")
     def _max_tokens_fit(self) -> RagServingArgs:

@@ -33,6 +33,7 @@ _TYPES = {
     429: "rate_limit_error",
     500: "internal_server_error",
     503: "service_unavailable_error",
+    504: "timeout_error",
 }
 
 
@@ -139,6 +140,14 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
         return APIError(400, str(cause))
     if is_overload(cause):
         return overloaded(cause)
+    if _replica_lost(exc):
+        logger.warning("request %s: a replica was lost: %s", request_id, exc)
+        return APIError(
+            503,
+            "A replica serving this request was lost; retry shortly.",
+            code="replica_unavailable",
+            retry_after=5,
+        )
     logger.error(
         "request %s failed: %s",
         request_id,
@@ -152,6 +161,12 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
         else "Internal server error.",
         code="internal_error",
     )
+
+
+def _replica_lost(exc: BaseException) -> bool:
+    from graph.resilience import replica_lost
+
+    return replica_lost(exc)
 
 
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
@@ -211,10 +226,10 @@ def install_error_handlers(app: FastAPI) -> None:
     # Errors from our models and from Ray's handles are answered here, where
     # Starlette does not re-raise them (it re-raises from the catch-all below,
     # and Ray Serve would then swap in its own plain-text 503 for overload).
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import RayActorError, RayTaskError
     from ray.serve.exceptions import RayServeException
 
-    for cls in (ModelError, RayTaskError, RayServeException):
+    for cls in (ModelError, RayTaskError, RayActorError, RayServeException):
         app.add_exception_handler(cls, _mapped)
 
     @app.exception_handler(Exception)

@@ -21,6 +21,7 @@ from graph.deployments import replica_id
 from graph.handles import call_step, stream_generate
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
+from graph.resilience import name_missing, replica_lost
 from models.generation import Chunk, GenerationRequest
 from retrieval.types import Hit
 from telemetry.tracing import setup_tracing
@@ -51,23 +52,28 @@ class IngressDeployment:
         setup_tracing(args.telemetry, "ingress", replica_id())
 
         # Each hop carries the W3C context (and the send time) explicitly, so
-        # the step spans join the request's trace whatever Ray propagates.
+        # the step spans join the request's trace whatever Ray propagates;
+        # each waits within the request's deadline (graph.resilience).
+        policy = args.resilience
+
         async def embed(texts: list[str]) -> np.ndarray:
-            return await call_step(embedder.embed, texts)
+            return await call_step(embedder.embed, texts, config=policy)
 
         async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
-            return await call_step(embedder.embed_with_usage, texts)
+            return await call_step(embedder.embed_with_usage, texts, config=policy)
 
         async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
-            return await call_step(retriever.search, vectors, k)
+            return await call_step(retriever.search, vectors, k, config=policy)
 
         async def rerank(
             query: str, passages: list[str], dense: list[float] | None = None
         ) -> list[float]:
-            return await call_step(reranker.rerank, query, passages, dense)
+            return await call_step(
+                reranker.rerank, query, passages, dense, config=policy
+            )
 
         def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
-            return stream_generate(generator, request)
+            return stream_generate(generator, request, policy)
 
         pipeline = RagPipeline(
             Steps(embed=embed, retrieve=retrieve, rerank=rerank, generate=generate),
@@ -95,8 +101,10 @@ class IngressDeployment:
             except TimeoutError:
                 return "timeout"
             except Exception as exc:
+                if replica_lost(exc):
+                    return "unavailable: replica lost"
                 return f"error: {type(exc).__name__}"
 
         names = list(self._nodes)
         states = await asyncio.gather(*(one(self._nodes[n]) for n in names))
-        return dict(zip(names, states, strict=True))
+        return await name_missing(dict(zip(names, states, strict=True)))
