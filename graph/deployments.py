@@ -181,7 +181,7 @@ class EmbedderDeployment(_Node):
         return out
 
     def _embed_and_count(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        return self.engine.embed(texts), self.engine.count_tokens(texts)
+        return self.engine.embed_with_counts(texts)
 
 
 @serve.deployment

@@ -45,6 +45,11 @@ class Embedder(abc.ABC):
         """Approximate token counts, used to form token-budget batches."""
         return [max(1, len(t) // 4) for t in texts]
 
+    def embed_with_counts(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """`embed` and `count_tokens` together (for usage); an embedder that
+        tokenizes anyway counts from that one tokenization."""
+        return self.embed(texts), self.count_tokens(texts)
+
 
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers bi-encoder.
@@ -95,3 +100,23 @@ class SentenceTransformerEmbedder(Embedder):
     def count_tokens(self, texts: list[str]) -> list[int]:
         tokenizer = self._model.tokenizer
         return [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+
+    def embed_with_counts(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """One tokenization for both: the counts are the tokens the model
+        saw (after its own truncation). Batches above `batch_size` go through
+        `encode`, which sorts them by length first."""
+        if not texts or len(texts) > self._batch_size:
+            return super().embed_with_counts(texts)
+        import torch
+
+        features = self._model.preprocess(texts)
+        counts = [int(n) for n in features["attention_mask"].sum(dim=1)]
+        device = self._model.device
+        on_device = {
+            k: v.to(device) if isinstance(v, torch.Tensor) else v
+            for k, v in features.items()
+        }
+        with torch.inference_mode():
+            out = self._model(on_device)
+            vectors = torch.nn.functional.normalize(out["sentence_embedding"], dim=1)
+        return vectors.float().cpu().numpy(), counts

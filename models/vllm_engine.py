@@ -14,8 +14,9 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from models.config import GeneratorConfig
 from models.errors import EngineDeadError, PromptTooLongError
@@ -29,6 +30,8 @@ from models.resolve import resolve_generator_path
 from models.threads import engine_thread_env
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: KV cache on CPU when the config names none (the CPU backend has no
 #: memory-utilisation probe; FINDINGS: 64-256 MiB works for small models).
@@ -73,6 +76,7 @@ class VLLMEngine(GenerationEngine):
         # Filled by the stat logger vLLM calls after every engine step.
         self._gauges: dict[str, Any] = {}
         self._finished: Counter[str] = Counter()
+        self._tokenizing = _OneThread("ragserve-tokenize")
 
     async def start(self) -> None:
         """Resolve the model, build the vLLM engine and run one short generation.
@@ -206,7 +210,8 @@ class VLLMEngine(GenerationEngine):
         from vllm.sampling_params import RequestOutputKind, SamplingParams
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
 
-        prompt_ids = self.render_prompt(request)
+        # Off the event loop: a long prompt would stall every other stream.
+        prompt_ids = await self._tokenizing.run(self.render_prompt, request)
         opts = request.sampling
         if len(prompt_ids) + opts.max_tokens > self.max_model_len:
             raise PromptTooLongError(
@@ -314,6 +319,21 @@ class VLLMEngine(GenerationEngine):
         if self._engine is None:
             raise RuntimeError("VLLMEngine.start() must be awaited before use")
         return self
+
+
+class _OneThread:
+    """Runs blocking calls in one worker thread, in order (a fast tokenizer
+    must not be used from several threads at once); started on first use."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
 
 
 def _request_metrics(stats: Any) -> dict[str, float]:

@@ -80,7 +80,11 @@ def test_use_threads_sizes_torchs_pool() -> None:
 def test_engine_env_binds_that_many_cores() -> None:
     cores = usable_cores()
     env = engine_thread_env(1)
-    assert env == {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": str(cores[0])}
+    assert env == {
+        "OMP_NUM_THREADS": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "VLLM_CPU_OMP_THREADS_BIND": str(cores[0]),
+    }
     every = engine_thread_env(None)
     assert every["OMP_NUM_THREADS"] == str(len(cores))
     assert every["VLLM_CPU_OMP_THREADS_BIND"].split(",") == [str(c) for c in cores]
@@ -114,3 +118,15 @@ def test_replicas_get_the_thread_env() -> None:
     reranker = nodes[2]._bound_deployment
     env = reranker._replica_config.ray_actor_options["runtime_env"]["env_vars"]
     assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_embed_with_counts_tokenizes_once_and_matches_embed(default_embedder) -> None:
+    texts = ["How does ragserve batch requests?", "a", "Paris " * 40]
+    vectors, counts = default_embedder.embed_with_counts(texts)
+    assert vectors.shape == (3, default_embedder.dimension)
+    assert abs(vectors - default_embedder.embed(texts)).max() < 1e-4
+    assert counts == default_embedder.count_tokens(texts)
+    many = [f"text {i}" for i in range(40)]  # above batch_size: through encode
+    assert default_embedder.embed_with_counts(many)[1] == (
+        default_embedder.count_tokens(many)
+    )
