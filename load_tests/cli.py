@@ -1,9 +1,8 @@
-"""`python -m load_tests`: run a load test, re-plot a report, or poll replicas.
+"""`python -m load_tests`: run a load test or re-plot a report.
 
     python -m load_tests run --url http://127.0.0.1:8000 --scenario mix \\
         --rate 2,4,8 --step-s 10 --max-requests 500 --slo ttft_p95_ms=800
     python -m load_tests plot load_tests/results/run-.../report.json
-    python -m load_tests replicas --out timeline.jsonl --duration 120
 
 Exit status: 0 done, 2 the run could not start (bad flags, a non-loopback
 target), 3 an SLO given with --slo was broken (the reason on stderr, one line).
@@ -116,7 +115,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     result = run(config)
     timeline = None
     if ns.timeline:
-        from load_tests.replicas import read_timeline
+        from load_tests.timeline import read_timeline
 
         timeline = read_timeline(
             Path(ns.timeline),
@@ -151,7 +150,7 @@ def cmd_plot(ns: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise LoadTestError(f"cannot read report {report_path}: {exc}") from None
     if ns.timeline:
-        from load_tests.replicas import read_timeline
+        from load_tests.timeline import read_timeline
 
         report["timeline"] = read_timeline(
             Path(ns.timeline),
@@ -160,27 +159,6 @@ def cmd_plot(ns: argparse.Namespace) -> int:
         )
     out = Path(ns.out) if ns.out else report_path.with_suffix(".png")
     print(plot_report(report, out))
-    return 0
-
-
-def cmd_replicas(ns: argparse.Namespace) -> int:
-    import threading
-
-    import ray
-
-    from load_tests.replicas import poll_until
-
-    ray.init(address=ns.address, logging_level="ERROR")
-    stop = threading.Event()
-    timer = threading.Timer(ns.duration, stop.set)
-    timer.start()
-    try:
-        poll_until(Path(ns.out), stop, ns.interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        timer.cancel()
-        ray.shutdown()
     return 0
 
 
@@ -263,16 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_plot)
 
-    rp = sub.add_parser(
-        "replicas", help="poll serve.status() of a running Ray into a timeline"
-    )
-    rp.add_argument("--address", default="auto", help="Ray address (default auto)")
-    rp.add_argument("--out", required=True, help="timeline JSONL to append to")
-    rp.add_argument("--interval", type=float, default=0.5)
-    rp.add_argument(
-        "--duration", type=float, default=300.0, help="stop after this many seconds"
-    )
-    rp.set_defaults(func=cmd_replicas)
     return parser
 
 

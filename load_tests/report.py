@@ -96,7 +96,7 @@ def build_report(
 
     Args:
         result: what the runner returned.
-        timeline: replica samples from `load_tests.replicas` within the run's
+        timeline: replica samples (`load_tests.timeline`) within the run's
             window, stored as they are for the plot.
     """
     cfg = result.config

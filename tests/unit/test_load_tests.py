@@ -420,7 +420,7 @@ def test_cli_refuses_a_remote_target_before_sending(tmp_path: Path) -> None:
 
 
 def test_serve_controller_scaling_lines_become_timeline_events() -> None:
-    from load_tests.replicas import parse_decision
+    from graph.bench_servers.replicas import parse_decision
 
     line = (
         "INFO 2026-11-23 15:48:55,800 controller 13300 -- Upscaling "

@@ -1,11 +1,11 @@
-"""`python -m load_tests.graph_server`: the graph on a private local Ray, for benches.
+"""`python -m graph.bench_servers.graph_server`: the graph on a private Ray.
 
 Starts Ray on loopback with `graph.server.start` (the first `--app`, served at
 "/"), deploys any further `--app name=config.yaml` next to it at "/name",
 polls replica counts into a timeline, and stops everything on SIGTERM/SIGINT,
 when its parent exits, or after `--max-lifetime-s`, whichever comes first.
 
-    python -m load_tests.graph_server --app main=main.yaml \\
+    python -m graph.bench_servers.graph_server --app main=main.yaml \\
         --app nobatch=nobatch.yaml --timeline timeline.jsonl --ready-file ready
 """
 
@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-logger = logging.getLogger("load_tests.graph_server")
+logger = logging.getLogger("graph.bench_servers.graph_server")
 
 
 def _parse_app(text: str) -> tuple[str, Path]:
@@ -51,7 +51,7 @@ def _watch(stop: threading.Event, parent: int, max_lifetime_s: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.graph_server")
+    parser = argparse.ArgumentParser(prog="python -m graph.bench_servers.graph_server")
     parser.add_argument("--app", type=_parse_app, action="append", required=True)
     parser.add_argument("--num-cpus", type=float, default=2.0)
     parser.add_argument("--timeline", type=Path, help="replica timeline JSONL")
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         url = server.start(apps[0][1], num_cpus=ns.num_cpus)
         if ns.timeline:
-            from load_tests.replicas import ray_log_dir, start_poller
+            from graph.bench_servers.replicas import ray_log_dir, start_poller
 
             poller = start_poller(ns.timeline, ns.poll_s, ray_log_dir())
         if len(apps) > 1:

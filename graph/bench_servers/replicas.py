@@ -1,8 +1,9 @@
 """Replicas over time: a poller of Serve's status and the timeline it writes.
 
 The poller imports Ray, so it runs in the process that owns the Ray
-connection (`graph_server`) or as its own process (`python -m load_tests
-replicas`), never inside the load generator. The timeline is JSON lines of two
+connection (`graph_server`) or as its own process (`python -m
+graph.bench_servers.replicas`), never inside the load generator, which reads
+the timeline with `load_tests.timeline`. The timeline is JSON lines of two
 kinds. A sample per deployment per poll:
 
     {"t": <unix time>, "app": "ragserve", "deployment": "embedder",
@@ -20,12 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("load_tests.replicas")
+logger = logging.getLogger("graph.bench_servers.replicas")
 
 _DECISION = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) .*?"
@@ -34,29 +37,6 @@ _DECISION = re.compile(
     r"Current ongoing requests: (?P<ongoing>[\d.]+), "
     r"current running replicas: (?P<running>\d+)"
 )
-
-
-def read_timeline(
-    path: Path, start: float | None = None, end: float | None = None
-) -> list[dict[str, Any]]:
-    """Entries of a timeline file, optionally within [start, end] (unix time).
-
-    Lines that are not JSON (a poller killed mid-write) are skipped.
-    """
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        t = entry.get("t") if isinstance(entry, dict) else None
-        if not isinstance(t, int | float):
-            continue
-        if (start is None or t >= start) and (end is None or t <= end):
-            out.append(entry)
-    return out
 
 
 def parse_decision(line: str) -> dict[str, Any] | None:
@@ -215,3 +195,35 @@ def start_poller(
     )
     thread.start()
     return thread, stop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m graph.bench_servers.replicas`: poll a running Ray's Serve."""
+    import argparse
+
+    import ray
+
+    parser = argparse.ArgumentParser(prog="python -m graph.bench_servers.replicas")
+    parser.add_argument("--address", default="auto", help="Ray address (auto)")
+    parser.add_argument("--out", required=True, help="timeline JSONL to append to")
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument(
+        "--duration", type=float, default=300.0, help="stop after this many seconds"
+    )
+    ns = parser.parse_args(argv)
+    ray.init(address=ns.address, logging_level="ERROR")
+    stop = threading.Event()
+    timer = threading.Timer(ns.duration, stop.set)
+    timer.start()
+    try:
+        poll_until(Path(ns.out), stop, ns.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        timer.cancel()
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

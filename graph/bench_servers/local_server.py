@@ -1,11 +1,11 @@
-"""`python -m load_tests.local_server`: the same pipeline in one process, no Ray.
+"""`python -m graph.bench_servers.local_server`: the same pipeline in one process.
 
 The plain single-process FastAPI RAG server of the benchmarks: `LocalGraph`
 (every engine in this process) behind the very `create_app` the graph's
 ingress serves, on uvicorn. Same routes, same models, same pipeline code, so a
 difference from the graph is what Ray Serve adds or saves.
 
-    python -m load_tests.local_server --config main.yaml --port 8100
+    python -m graph.bench_servers.local_server --config main.yaml --port 8100
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ async def serve(config: str, host: str, port: int, max_lifetime_s: float) -> Non
 
     async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
         def run() -> tuple[np.ndarray, int]:
-            return embedder.embed(texts), int(sum(embedder.count_tokens(texts)))
+            vectors, counts = embedder.embed_with_counts(texts)
+            return vectors, int(sum(counts))
 
         return await asyncio.to_thread(run)
 
@@ -83,7 +84,7 @@ async def serve(config: str, host: str, port: int, max_lifetime_s: float) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.local_server")
+    parser = argparse.ArgumentParser(prog="python -m graph.bench_servers.local_server")
     parser.add_argument("--config", required=True, help="RagServingArgs YAML")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
