@@ -14,7 +14,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 # Ray must bind loopback only (see README "Networking").
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: install models index serve ask test test-unit test-tools lint format bench jaeger clean
+.PHONY: install models index serve ask test test-unit test-tools lint format bench jaeger clean \
+	traces traces-stop trace-screenshots
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; }
@@ -40,13 +41,44 @@ $(INDEX)/manifest.json: $(STAMP) $(shell find docs -type f 2>/dev/null)
 
 index: models $(INDEX)/manifest.json
 
-# Traces go to Jaeger when one listens on OTLP gRPC 4317 (e.g. after `make jaeger`).
+# Traces go to the viewer that `make traces` started (Phoenix), else to Jaeger when
+# one listens on OTLP gRPC 4317 (`make jaeger`); a set OTEL_EXPORTER_OTLP_* wins.
 serve: index
-	@if [ -z "$$OTEL_EXPORTER_OTLP_ENDPOINT" ] && (exec 3<>/dev/tcp/127.0.0.1/4317) 2>/dev/null; then \
-	  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317; \
-	  echo "tracing: exporting to Jaeger at 127.0.0.1:4317 (UI http://127.0.0.1:16686)"; \
-	fi; \
+	@endpoint=$$($(BIN)/python scripts/traces.py detect --dir "$(TRACES_DIR)") || exit 1; \
+	if [ -n "$$endpoint" ]; then export OTEL_EXPORTER_OTLP_ENDPOINT="$$endpoint"; fi; \
 	$(BIN)/ragserve serve --index "$(INDEX)" $(if $(CONFIG),--config $(CONFIG))
+
+# A trace viewer without docker: Arize Phoenix (PyPI) in its own venv (its pins
+# clash with ours), on 127.0.0.1 only, in the background; `make traces-stop` ends it.
+TRACES_VENV := .venv-traces
+PHOENIX_VERSION ?= 20.26.1
+TRACES_STAMP := $(TRACES_VENV)/.phoenix-$(PHOENIX_VERSION)
+TRACES_DIR ?= $(HOME)/.cache/ragserve/traces
+TRACES_PORT ?= 6006
+TRACES_GRPC_PORT ?= 4317
+
+$(TRACES_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; }
+	test -x $(TRACES_VENV)/bin/python || $(PYTHON) -m venv $(TRACES_VENV)
+	$(TRACES_VENV)/bin/pip install -q --upgrade pip
+	$(TRACES_VENV)/bin/pip install -q "arize-phoenix==$(PHOENIX_VERSION)"
+	touch $(TRACES_STAMP)
+
+traces: $(TRACES_STAMP)
+	@$(TRACES_VENV)/bin/python scripts/traces.py start --venv $(TRACES_VENV) \
+	  --dir "$(TRACES_DIR)" --port $(TRACES_PORT) --grpc-port $(TRACES_GRPC_PORT)
+
+traces-stop:
+	@$(or $(wildcard $(TRACES_VENV)/bin/python),$(PYTHON)) scripts/traces.py stop --dir "$(TRACES_DIR)"
+
+# PNGs of one real request's trace for docs/observability.md: needs `make traces`
+# and a running `make serve` (API on API_URL); installs Debian's chromium if missing.
+API_URL ?= http://127.0.0.1:8000
+trace-screenshots: $(STAMP)
+	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
+	  $(SUDO) $(APT) update && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y chromium >/dev/null; }
+	$(BIN)/python scripts/trace_screenshots.py --api $(API_URL) \
+	  --viewer http://127.0.0.1:$(TRACES_PORT) --out docs/images
 
 JAEGER_IMAGE ?= jaegertracing/jaeger:2.15.0
 jaeger:
@@ -95,4 +127,4 @@ bench: index
 	$(BIN)/python -m load_tests.bench --index "$(INDEX)" $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRACES_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Developer scripts the Makefile runs (trace viewer, screenshots); not runtime code."""
