@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     start_cmd.add_argument("--venv", type=Path, required=True)
     start_cmd.add_argument("--port", type=int, default=6006, help="UI + OTLP/HTTP")
     start_cmd.add_argument("--grpc-port", type=int, default=4317, help="OTLP gRPC")
-    start_cmd.add_argument("--wait", type=float, default=180.0, help="seconds")
+    start_cmd.add_argument("--wait", type=float, default=600.0, help="seconds")
     return parser
 
 
