@@ -7,10 +7,10 @@ requests are queued or batched across callers (see `batching`).
 from __future__ import annotations
 
 import abc
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 
 from batching.token_budget import split_by_token_budget
 from models.embedder import Embedder, quiet_model_loading
@@ -127,8 +127,9 @@ class FusionReranker(Reranker):
             raise ValueError("dense_weight must be within [0, 1]")
         self._embedder = embedder
         self._dense_weight = dense_weight
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRUCache[str, np.ndarray] | None = (
+            LRUCache(maxsize=cache_size) if cache_size > 0 else None
+        )
         self.model_id = f"bm25+{embedder.model_id}"
 
     def score(
@@ -164,16 +165,16 @@ class FusionReranker(Reranker):
         return out
 
     def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        cache = self._cache if self._cache is not None else {}
+        # A lookup refreshes the entry; a batch larger than the cache still
+        # gets every vector, since they are collected here, not re-read.
+        found = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for text, vec in zip(missing, self._embedder.embed(missing), strict=True):
-                self._cache[text] = vec
-        found = {}
-        for text in texts:
-            self._cache.move_to_end(text)
-            found[text] = self._cache[text]
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+                found[text] = vec
+                if self._cache is not None:
+                    self._cache[text] = vec
         return found
 
 

@@ -174,3 +174,37 @@ def test_fusion_uses_the_callers_cosines_instead_of_embedding(default_embedder):
     assert int(np.argmax(given)) == best
     with pytest.raises(ValueError, match="2 dense scores for 3 passages"):
         reranker.score(query, passages, dense=cosines[:2])
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.embedded: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded += texts
+        return self.inner.embed(texts)
+
+
+@pytest.mark.parametrize("cache_size", [2, 0])
+def test_fusion_caches_the_most_recent_vectors(default_embedder, cache_size) -> None:
+    counting = CountingEmbedder(default_embedder)
+    reranker = FusionReranker(counting, cache_size=cache_size)
+    query, passages, best = CASES[1]
+
+    first = reranker.score(query, passages)  # 4 texts into a cache of 2
+    counting.embedded.clear()
+    again = reranker.score(query, passages[1:])
+    embedded = sorted(counting.embedded)
+
+    assert int(np.argmax(first)) == best
+    fresh = FusionReranker(default_embedder, cache_size=0)
+    assert again == pytest.approx(fresh.score(query, passages[1:]), abs=1e-6)
+    if cache_size:
+        # The last two texts of the first call were kept: only the query is new.
+        assert embedded == [query]
+    else:
+        assert embedded == sorted([query, *passages[1:]])
