@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from load_tests.scenarios import (
     PayloadOptions,
@@ -25,7 +26,7 @@ from load_tests.scenarios import (
     ScenarioPicker,
     build_request,
 )
-from load_tests.sse import SSEParser, read_event
+from load_tests.sse import read_event
 
 
 class LoadTestError(Exception):
@@ -344,15 +345,15 @@ class LoadRunner:
                 record.e2e_s = time.perf_counter() - sent
                 _fail(record, response)
                 return
-            parser = SSEParser()
             last: float | None = None
             events = 0
             usage_tokens: int | None = None
             done = False
-            async for chunk in response.aiter_bytes():
-                now = time.perf_counter()
-                for data in parser.feed(chunk):
-                    event = read_event(data)
+            try:
+                # httpx-sse yields each event as its blank line arrives.
+                async for sse in EventSource(response).aiter_sse():
+                    now = time.perf_counter()
+                    event = read_event(sse.data)
                     if event.error and record.error is None:
                         record.error = "stream_error"
                         record.detail = event.error[:200]
@@ -367,6 +368,8 @@ class LoadRunner:
                         else:
                             record.itl_s.append(now - last)
                         last = now
+            except SSEError as exc:  # a 200 that is not an event stream
+                record.error, record.detail = "not_sse", str(exc)[:200]
             record.e2e_s = time.perf_counter() - sent
             record.tokens = usage_tokens if usage_tokens is not None else events
             if not done and record.error is None:

@@ -18,15 +18,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from httpx_sse import EventSource
 
 from load_tests.cli import EXIT_SLO, EXIT_USAGE, main
 from load_tests.report import parse_slo
 from load_tests.runner import LoadTestError, check_loopback
-from load_tests.sse import SSEParser, read_event
+from load_tests.sse import read_event
 from load_tests.stats import percentile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,11 +150,34 @@ def test_percentile_of_nothing_is_none_and_q_is_checked() -> None:
 # --- SSE parsing ----------------------------------------------------------------
 
 
+class _TwoReads(httpx.AsyncByteStream):
+    """A response body that arrives in two network reads."""
+
+    def __init__(self, first: bytes, second: bytes) -> None:
+        self.parts = (first, second)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part
+
+
+async def _events_as_the_runner_reads_them(first: bytes, second: bytes) -> list:
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream"}
+        return httpx.Response(200, headers=headers, stream=_TwoReads(first, second))
+
+    transport = httpx.MockTransport(answer)
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("POST", "http://sse.test/") as response,
+    ):
+        return [sse.data async for sse in EventSource(response).aiter_sse()]
+
+
 def test_sse_events_survive_any_split_point() -> None:
     stream = (
         ": keep-alive comment\r\n"
         'data: {"choices":[{"delta":{"content":"héllo"}}]}\r\n\r\n'
-        "event: ignored\n"
         "data: line one\n"
         "data: line two\n\n"
         'data: {"choices":[{"text":"€"}]}\r\r'
@@ -164,10 +189,11 @@ def test_sse_events_survive_any_split_point() -> None:
         '{"choices":[{"text":"€"}]}',
         "[DONE]",
     ]
+
     # Cut the bytes at every position, including inside "é", "€" and "\r\n".
     for cut in range(len(stream) + 1):
-        parser = SSEParser()
-        events = parser.feed(stream[:cut]) + parser.feed(stream[cut:])
+        halves = stream[:cut], stream[cut:]
+        events = asyncio.run(_events_as_the_runner_reads_them(*halves))
         assert events == expected, cut
 
 
