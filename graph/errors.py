@@ -87,9 +87,9 @@ def error_response(err: APIError, request_id: str | None = None) -> JSONResponse
 
 
 def sse_error(err: APIError) -> str:
-    """A streaming error: the same envelope as a final SSE `data:` event."""
+    """A streaming error: the same envelope, as a final SSE event's data."""
     body = error_body(err.status, err.message, err.param, err.code)
-    return f"data: {json.dumps(body)}\n\n"
+    return json.dumps(body)
 
 
 def is_overload(exc: BaseException) -> bool:

@@ -1,7 +1,8 @@
 """Generator streams as HTTP answers: first-chunk wait, collection, SSE events.
 
-Knows the OpenAI streaming wire format (chunks, usage chunk, `[DONE]`, an
-error as the final event); knows nothing of where the chunks come from.
+Knows the OpenAI streaming payloads (chunks, usage chunk, `[DONE]`, an error
+as the final event; sse-starlette frames them); knows nothing of where the
+chunks come from.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse
 
 from graph import protocol as p
 from graph.errors import sse_error, to_api_error
@@ -64,16 +65,20 @@ def usage(final: Chunk) -> p.Usage:
     )
 
 
-def sse(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+#: Seconds between keep-alive comments while a stream is silent (a long
+#: prefill), so proxies do not close it as idle.
+PING_S = 15
+
+
+def sse(events: AsyncIterator[str]) -> EventSourceResponse:
+    """The payloads as an event stream: sse-starlette frames each as a `data:`
+    event (`\n` line ends, as OpenAI sends them), sends keep-alive comments
+    and stops the generator when the client goes away."""
+    return EventSourceResponse(events, sep="\n", ping=PING_S)
 
 
 def _data(obj: Any) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def _event(body: p.ChatCompletionChunk | p.CompletionResponse) -> str:
@@ -127,7 +132,7 @@ async def chat_events(
         yield sse_error(to_api_error(exc, rid))
     finally:
         await close(stream)
-    yield "data: [DONE]\n\n"
+    yield "[DONE]"
 
 
 async def completion_events(
@@ -161,4 +166,4 @@ async def completion_events(
         yield sse_error(to_api_error(exc, rid))
     finally:
         await close(stream)
-    yield "data: [DONE]\n\n"
+    yield "[DONE]"
