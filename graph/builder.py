@@ -49,7 +49,7 @@ def build_app(
     )
     retriever = (
         _node(RetrieverDeployment)
-        .options(**nodes.retriever.serve_options("retriever"))
+        .options(**_retriever_options(cfg))
         .bind(
             cfg.retrieval.index_dir,
             embedder,
@@ -79,6 +79,19 @@ def build_app(
         .options(**nodes.ingress.serve_options("ingress"))
         .bind(embedder, retriever, reranker, generator, cfg)
     )
+
+
+#: The GPU share the retriever asks for when FAISS must run on a GPU and its
+#: deployment names none: Ray hides every GPU from a replica that asks none.
+RETRIEVER_GPU_FRACTION = 0.1
+
+
+def _retriever_options(cfg: RagServingArgs) -> dict[str, Any]:
+    options = cfg.deployments.retriever.serve_options("retriever")
+    actor = options["ray_actor_options"]
+    if cfg.retrieval.use_gpu == "always" and not actor["num_gpus"]:
+        actor["num_gpus"] = RETRIEVER_GPU_FRACTION
+    return options
 
 
 def _generator_env(cfg: RagServingArgs) -> dict[str, str]:

@@ -104,6 +104,7 @@ _SHOWN_TAGS = (
     "llm.prompt_tokens",
     "llm.completion_tokens",
     "llm.kv_cache_usage",
+    "gpu.memory.process_bytes",
     "gpu.memory.allocated_bytes",
     "gpu.memory.reserved_bytes",
     "gpu.memory.used_bytes",

@@ -290,13 +290,18 @@ class VLLMEngine(GenerationEngine):
             `num_unfinished_requests` (requests the engine front end still
             tracks, now) and, once the engine has stepped, the scheduler's view
             after its latest step: `num_running_requests`,
-            `num_waiting_requests`, `kv_cache_usage` (0..1); and
-            `finished_<reason>` counts of the requests this engine ended.
+            `num_waiting_requests`, `kv_cache_usage` (0..1); the KV cache's
+            size as the engine core sized it (`kv_cache_blocks`,
+            `kv_cache_tokens`); and `finished_<reason>` counts of the
+            requests this engine ended.
         """
         if self._engine is None:
             return {}
+        cache = self._engine.vllm_config.cache_config
         result: dict[str, Any] = {
             "num_unfinished_requests": self._engine.get_num_unfinished_requests(),
+            "kv_cache_blocks": int(cache.num_gpu_blocks or 0),
+            "kv_cache_tokens": int(cache.num_gpu_blocks or 0) * int(cache.block_size),
             # Requests ended here, by reason: stop, length, abort (client gone).
             **{f"finished_{k}": v for k, v in sorted(self._finished.items())},
         }

@@ -236,6 +236,23 @@ async def test_stats_report_scheduler_gauges(engine: VLLMEngine) -> None:
     assert 0.0 <= float(stats["kv_cache_usage"]) <= 1.0  # type: ignore[arg-type]
 
 
+async def test_the_model_runs_in_a_child_process_with_a_kv_cache_vllm_sized(
+    engine: VLLMEngine,
+) -> None:
+    """Where the generator's GPU figures are read: vLLM's EngineCore runs in a
+    child of the engine's owner (so NVML is asked about the children), and
+    the KV-cache size comes from vLLM itself."""
+    from telemetry.gpu import child_pids
+
+    stats = await engine.stats()
+    titles = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in child_pids()]
+
+    assert any(b"EngineCore" in title for title in titles), titles
+    # 64 MiB of KV cache holds at least one full window of this tiny model.
+    assert stats["kv_cache_blocks"] > 0
+    assert stats["kv_cache_tokens"] >= MAX_MODEL_LEN
+
+
 async def test_unstarted_engine_is_unhealthy() -> None:
     with pytest.raises(EngineDeadError):
         await VLLMEngine(GeneratorConfig()).check_health()
