@@ -102,15 +102,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Programs the tests drive, from Debian's packages (command = package name):
-# kubectl renders kuberay/ with its built-in kustomize.
-TEST_TOOLS := kubectl
+# kubectl renders kuberay/ with its built-in kustomize; prometheus scrapes a
+# test graph (tests/integration/test_prometheus.py).
+TEST_TOOLS := kubectl prometheus
 APT := apt-get -o DPkg::Lock::Timeout=300 -qq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test-tools:
 	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt)"; \
-	  $(SUDO) $(APT) update && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y $$missing >/dev/null; \
+	  $(SUDO) $(APT) update && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y --no-install-recommends $$missing >/dev/null; \
 	fi
 
 test: lint models test-tools

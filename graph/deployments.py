@@ -32,7 +32,7 @@ from models.generation import Chunk, GenerationEngine, GenerationRequest
 from models.reranker import Reranker, RerankItem
 from retrieval.types import Hit
 from telemetry.config import TelemetryConfig
-from telemetry.gpu import gpu_memory_attributes
+from telemetry.gpu import child_pids, gpu_memory_attributes
 from telemetry.metrics import metrics
 from telemetry.tracing import (
     handle_wait_ms,
@@ -89,9 +89,9 @@ class _Node:
         metrics().queue_wait(self.node, "batch", info.wait_ms)
         if handle_ms is not None:
             metrics().queue_wait(self.node, "handle", handle_ms)
+        gpu = gpu_memory_attributes()
+        metrics().gpu_memory(self.node, gpu)
         if span.is_recording():
-            gpu = gpu_memory_attributes()
-            metrics().gpu_memory(self.node, gpu)
             span.set_attributes(
                 {
                     "batch.size": info.size,
@@ -388,20 +388,26 @@ class GeneratorDeployment:
             stats = await self.engine.stats()
             if "kv_cache_usage" in stats:
                 metrics().kv_cache_usage(stats["kv_cache_usage"])
+            # The model lives in vLLM's EngineCore, a child of this replica.
+            gpu = gpu_memory_attributes(child_pids())
+            metrics().gpu_memory(self.node, gpu)
+            queue_s = final.metrics.get("queue_s") if final is not None else None
+            if queue_s is not None:
+                metrics().queue_wait(self.node, "engine", queue_s * 1000)
             if not span.is_recording():
                 return
-            attrs: dict[str, Any] = {**gpu_memory_attributes()}
+            attrs: dict[str, Any] = {**gpu}
             if ttft_ms is not None:
                 attrs["llm.ttft_ms"] = round(ttft_ms, 3)
             if "kv_cache_usage" in stats:
                 attrs["llm.kv_cache_usage"] = float(stats["kv_cache_usage"])
+            if stats.get("kv_cache_tokens"):
+                attrs["llm.kv_cache_tokens"] = int(stats["kv_cache_tokens"])
             if final is not None:
                 attrs["llm.prompt_tokens"] = final.prompt_tokens
                 attrs["llm.completion_tokens"] = final.completion_tokens
                 attrs["llm.finish_reason"] = final.finish_reason or ""
-                queue_s = final.metrics.get("queue_s")
                 if queue_s is not None:
-                    metrics().queue_wait(self.node, "engine", queue_s * 1000)
                     attrs["llm.queue_ms"] = round(queue_s * 1000, 3)
                     # vLLM reports the scheduler wait as a duration; it starts
                     # when the request reached the engine.

@@ -133,12 +133,14 @@ def tracer() -> trace.Tracer:
 
 
 def inject(span: Span | None = None) -> dict[str, str]:
-    """A carrier dict with the current (or `span`'s) context and the send time."""
+    """A carrier dict with the send time and the current (or `span`'s) context.
+
+    The send time is there with tracing off too: the handle-queue wait metric
+    is measured from it, and metrics must not depend on tracing.
+    """
     carrier: dict[str, str] = {}
     ctx = trace.set_span_in_context(span) if span is not None else None
     _PROPAGATOR.inject(carrier, context=ctx)
-    if not carrier:
-        return {}
     carrier[SENT_AT] = str(time.time_ns())
     return carrier
 
