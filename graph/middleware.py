@@ -1,4 +1,5 @@
-"""HTTP middleware of the ingress: request id, the `rag.request` root span, auth.
+"""HTTP middleware of the ingress: the `rag.request` root span (OpenTelemetry's
+ASGI middleware), request id, `x-trace-id`, auth.
 
 Knows how one HTTP exchange is wrapped (ids, trace, key check, errors answered
 as the envelope); knows nothing of the routes behind it.
@@ -7,53 +8,51 @@ as the envelope); knows nothing of the routes behind it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import Span
 
 from graph.context import ServingContext
 from graph.errors import APIError, error_response, to_api_error
-from telemetry.tracing import extract, trace_id_hex, tracer
+from telemetry.tracing import trace_id_hex, tracer
+
+ROOT_SPAN = "rag.request"
 
 
 def install_middleware(app: FastAPI, ctx: ServingContext) -> None:
-    """Wrap every request of `app` in its id, root span and key check."""
+    """Wrap every request of `app` in its root span, id and key check."""
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:
-        """Request id, the `rag.request` root span (continuing a client's
-        `traceparent`), `x-trace-id`, and API-key authentication."""
+        """Request id, `x-trace-id` and API-key authentication, inside the
+        `rag.request` span OpenTelemetry's ASGI middleware opened."""
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
-        span = start_root_span(request, rid)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            response = await _answer(request, call_next, ctx, rid)
-        except BaseException:
-            span.end()
-            raise
-        finally:
-            otel_context.detach(token)
+        span = trace.get_current_span()
+        span.set_attribute("request.id", rid)
+        response = await _answer(request, call_next, ctx, rid)
         return finish(response, span, rid)
 
-
-def start_root_span(request: Request, rid: str) -> Span:
-    """`rag.request`, continuing the client's `traceparent` if it sent one."""
-    return tracer().start_span(
-        "rag.request",
-        context=extract(request.headers),
-        kind=SpanKind.SERVER,
-        attributes={
-            "http.request.method": request.method,
-            "url.path": request.url.path,
-            "request.id": rid,
-        },
+    # Added last, so it wraps the middleware above: it continues a client's
+    # `traceparent`, and ends the span once the last byte is sent (streams too).
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        default_span_details=root_span_details,
+        exclude_spans=["receive", "send"],
+        tracer=tracer(),
     )
+
+
+def root_span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`rag.request` for every HTTP exchange, with its method and path."""
+    return ROOT_SPAN, {
+        "http.request.method": scope.get("method", ""),
+        "url.path": scope.get("path", ""),
+    }
 
 
 async def _answer(
@@ -78,18 +77,11 @@ async def _answer(
 
 
 def finish(response: Response, span: Span, rid: str) -> Response:
-    """Name the request and trace on the response; end the root span when the
-    last byte is sent (at once unless streaming)."""
+    """Name the request and its trace on the response."""
     response.headers["x-request-id"] = rid
     trace_id = trace_id_hex(span)
     if trace_id:
         response.headers["x-trace-id"] = trace_id
-    span.set_attribute("http.response.status_code", response.status_code)
-    body = getattr(response, "body_iterator", None)
-    if body is None:
-        span.end()
-    else:  # streaming: the request lasts until the last byte is sent
-        response.body_iterator = _end_span_after(body, span)  # type: ignore[attr-defined]
     return response
 
 
@@ -99,11 +91,3 @@ def authorized(request: Request, keys: frozenset[str]) -> bool:
         return True
     auth = request.headers.get("authorization", "")
     return auth.startswith("Bearer ") and auth.removeprefix("Bearer ").strip() in keys
-
-
-async def _end_span_after(body: AsyncIterator[Any], span: Span) -> AsyncIterator[Any]:
-    try:
-        async for part in body:
-            yield part
-    finally:
-        span.end()
