@@ -339,6 +339,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# `--set` and the merges above stay hand-written: pydantic-settings' CLI source
+# would replace the `--set section.key=value` interface with flags of its own,
+# and OmegaConf's from_dotlist/merge would bring `${...}` interpolation to every
+# string value (prompt templates, URLs) for a few lines over a plain dict that
+# pydantic then validates.
 def _apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
