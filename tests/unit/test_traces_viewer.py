@@ -58,6 +58,19 @@ def viewer(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]
         proc.wait()
 
 
+def run_make(*args: str) -> subprocess.CompletedProcess[str]:
+    """`make ARGS` in the repo root, free of an outer make's flags (make test)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,24 +125,12 @@ def test_stop_never_signals_a_pid_that_is_not_the_viewer(tmp_path: Path) -> None
 
 def test_make_traces_stop_ends_the_started_viewer(viewer) -> None:
     proc, workdir, _ = viewer
-    done = subprocess.run(
-        ["make", "--no-print-directory", "traces-stop", f"TRACES_DIR={workdir}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_make("traces-stop", f"TRACES_DIR={workdir}")
     assert done.returncode == 0, done.stderr
     assert f"Phoenix stopped (pid {proc.pid})" in done.stdout
     assert proc.wait(timeout=10) != 0  # ended by a signal
     assert not traces.state_path(workdir).exists()
-    again = subprocess.run(
-        ["make", "--no-print-directory", "traces-stop", f"TRACES_DIR={workdir}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = run_make("traces-stop", f"TRACES_DIR={workdir}")
     assert again.returncode == 0 and "not running" in again.stdout
 
 
@@ -151,15 +152,7 @@ def test_start_refuses_without_phoenix_and_when_a_port_is_taken(
 
 
 def test_make_serve_and_traces_are_wired_to_the_script() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
-    out = subprocess.run(
-        ["make", "-n", "--no-print-directory", "serve", "traces", "TRACES_DIR=/d"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    ).stdout
+    out = run_make("-n", "serve", "traces", "TRACES_DIR=/d").stdout
     assert 'scripts/traces.py detect --dir "/d"' in out
     assert 'export OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint"' in out
     assert "scripts/traces.py start --venv .venv-traces" in out
