@@ -1,0 +1,340 @@
+"""`python -m load_tests.soak`: a long mixed load on the graph, watching for leaks.
+
+Knows how to run the graph (as the Ray driver, like `graph_server`), drive it
+for a long time with the load generator (`python -m load_tests run`, its own
+process) plus chat streams that the client drops after a few events and a
+trickle of hostile inputs, and what to read afterwards: each replica's RSS
+over time (the replica's process and its children, e.g. vLLM's EngineCore)
+and its slope, the requests the engine still holds, status counts.
+
+    python -m load_tests.soak --config configs/cpu.yaml --index IDX \\
+        --duration-s 1800 --rate 0.6 --out load_tests/results/soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from load_tests.soak_inputs import HOSTILE, send_hostile
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MIX = "chat_stream=3,chat=1,embeddings=2,rerank=2,retrieve=2"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and all its descendants, in MiB."""
+    total = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        out.extend(kids)
+        frontier = kids
+    return out
+
+
+def sample_replicas(app: str) -> list[dict[str, Any]]:
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    out = []
+    now = time.time()
+    for name, dep in details["applications"][app]["deployments"].items():
+        for r in dep["replicas"]:
+            state = str(getattr(r["state"], "value", r["state"]))
+            if state == "RUNNING" and r.get("pid"):
+                out.append(
+                    {
+                        "t": now,
+                        "deployment": name,
+                        "replica": r["replica_id"],
+                        "pid": r["pid"],
+                        "rss_mb": round(rss_mb(int(r["pid"])), 1),
+                    }
+                )
+    return out
+
+
+def slope_mb_per_h(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (unix time, MiB) points, in MiB per hour."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mr = sum(r for _, r in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    cov = sum((t - mt) * (r - mr) for t, r in points)
+    return cov / var * 3600
+
+
+def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
+    """Per replica: first/last/max RSS and the slope after the warm-up."""
+    by_replica: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_replica.setdefault(s["replica"], []).append(s)
+    start = min((s["t"] for s in samples), default=0.0)
+    out = []
+    for replica, rows in sorted(by_replica.items(), key=lambda kv: kv[1][0]["t"]):
+        steady = [(r["t"], r["rss_mb"]) for r in rows if r["t"] >= start + warmup_s]
+        slope = slope_mb_per_h(steady)
+        out.append(
+            {
+                "deployment": rows[0]["deployment"],
+                "replica": replica,
+                "samples": len(rows),
+                "first_mb": rows[0]["rss_mb"],
+                "last_mb": rows[-1]["rss_mb"],
+                "max_mb": max(r["rss_mb"] for r in rows),
+                "slope_mb_per_h": None if slope is None else round(slope, 1),
+                "lived_s": round(rows[-1]["t"] - rows[0]["t"], 1),
+            }
+        )
+    return out
+
+
+class Background:
+    """A thread repeating `fn` every `every_s` until stopped; keeps results."""
+
+    def __init__(self, fn: Any, every_s: float) -> None:
+        self.fn, self.every_s = fn, every_s
+        self.results: list[Any] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            try:
+                self.results.append(self.fn(i))
+            except Exception as exc:  # a soak client must outlive one failure
+                self.results.append({"error": repr(exc)})
+            i += 1
+            self.stop.wait(self.every_s)
+
+    def start(self) -> Background:
+        self.thread.start()
+        return self
+
+    def finish(self, timeout_s: float = 120) -> list[Any]:
+        self.stop.set()
+        self.thread.join(timeout_s)
+        return self.results
+
+
+def dropped_stream(url: str) -> Any:
+    """A chat stream the client leaves after three events."""
+
+    def run(i: int) -> dict[str, Any]:
+        body = {
+            "messages": [{"role": "user", "content": f"Tell me about batching ({i})"}],
+            "stream": True,
+            "max_tokens": 128,
+        }
+        with (
+            httpx.Client(base_url=url, timeout=120) as c,
+            c.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
+            seen = 0
+            if r.status_code == 200:
+                for line in r.iter_lines():
+                    seen += line.startswith("data: ")
+                    if seen >= 3:
+                        break
+            return {"status": r.status_code, "events": seen}
+
+    return run
+
+
+def engine_state(app: str, settle_s: float = 60) -> dict[str, Any]:
+    """The generator's engine counters once in-flight work has settled."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("generator", app_name=app)
+    deadline = time.time() + settle_s
+    stats: dict[str, Any] = {}
+    while time.time() < deadline:
+        stats = handle.stats.remote().result()
+        if not stats.get("num_unfinished_requests"):
+            break
+        time.sleep(1)
+    return stats
+
+
+def run_load(url: str, ns: argparse.Namespace, out: Path) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "load_tests",
+        "run",
+        f"--url={url}",
+        "--scenario=mix",
+        f"--mix={MIX}",
+        f"--rate={ns.rate}",
+        f"--duration={ns.duration_s}",
+        f"--max-requests={int(ns.rate * ns.duration_s * 2) + 10}",
+        f"--max-tokens={ns.max_tokens}",
+        "--timeout=120",
+        "--drain-s=120",
+        "--no-plot",
+        "-q",
+        f"--out={out / 'load'}",
+    ]
+    subprocess.run(cmd, check=False)
+    path = out / "load" / "report.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.soak")
+    parser.add_argument("--config", type=Path, help="RagServingArgs YAML")
+    parser.add_argument("--index", help="index folder (retrieval.index_dir)")
+    parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--duration-s", type=float, default=1800)
+    parser.add_argument("--rate", type=float, default=0.6, help="mix req/s")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--sample-s", type=float, default=15)
+    parser.add_argument("--warmup-s", type=float, default=180)
+    parser.add_argument("--num-cpus", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=Path("load_tests/results/soak"))
+    ns = parser.parse_args(argv)
+    ns.out.mkdir(parents=True, exist_ok=True)
+
+    from graph import server
+    from graph.config import RagServingArgs
+
+    overrides = [f"server.port={ns.port}"]
+    if ns.index:
+        overrides.append(f"retrieval.index_dir={ns.index}")
+    args = RagServingArgs.load(ns.config, overrides)
+    url = server.start(args, num_cpus=ns.num_cpus)
+    try:
+        _wait_ready(url)
+        report = _soak(url, ns)
+    finally:
+        server.stop()
+    (ns.out / "soak.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(_headline(report), indent=2))
+    return 0
+
+
+def _soak(url: str, ns: argparse.Namespace) -> dict[str, Any]:
+    app = server_app()
+    began = time.time()
+    sampler = Background(lambda _i: sample_replicas(app), ns.sample_s).start()
+    drops = Background(dropped_stream(url), 4.0).start()
+    hostile = Background(lambda i: send_hostile(url, HOSTILE[i % len(HOSTILE)]), 15.0)
+    hostile.start()
+    load = run_load(url, ns, ns.out)
+    dropped, attacks = drops.finish(), hostile.finish()
+    engine = engine_state(app)
+    time.sleep(ns.sample_s)
+    samples = [
+        s for batch in sampler.finish() if isinstance(batch, list) for s in batch
+    ]
+    (ns.out / "rss.jsonl").write_text("\n".join(json.dumps(s) for s in samples))
+    return {
+        "duration_s": round(time.time() - began, 1),
+        "load": {
+            k: load.get(k)
+            for k in ("requests", "error_rate", "errors", "throughput", "latency")
+        },
+        "load_by_scenario": {
+            name: {
+                "requests": part.get("requests"),
+                "by_status": (part.get("errors") or {}).get("by_status"),
+            }
+            for name, part in (load.get("scenarios") or {}).items()
+        },
+        "dropped_streams": dict(
+            Counter(str(r.get("status", "error")) for r in dropped)
+        ),
+        "hostile": _hostile_table(attacks),
+        "engine": engine,
+        "rss": summarize_rss(samples, ns.warmup_s),
+    }
+
+
+def server_app() -> str:
+    from graph.server import APP_NAME
+
+    return APP_NAME
+
+
+def _hostile_table(attacks: list[dict[str, Any]]) -> dict[str, Any]:
+    table: dict[str, dict[str, Any]] = {}
+    for a in attacks:
+        row = table.setdefault(a.get("name", "?"), {"statuses": Counter(), "ms": []})
+        row["statuses"][str(a.get("status", a.get("error")))] += 1
+        if "ms" in a:
+            row["ms"].append(a["ms"])
+    return {
+        name: {
+            "statuses": dict(row["statuses"]),
+            "max_ms": round(max(row["ms"]), 1) if row["ms"] else None,
+        }
+        for name, row in table.items()
+    }
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "duration_s": report["duration_s"],
+        "errors": (report["load"].get("errors") or {}).get("by_status"),
+        "dropped_streams": report["dropped_streams"],
+        "engine_unfinished": report["engine"].get("num_unfinished_requests"),
+        "rss_slopes_mb_per_h": {
+            f"{r['deployment']}/{r['replica'][:8]}": r["slope_mb_per_h"]
+            for r in report["rss"]
+        },
+    }
+
+
+def _wait_ready(url: str, timeout_s: float = 600) -> None:
+    deadline = time.time() + timeout_s
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while time.time() < deadline:
+            try:
+                if c.get("/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(2)
+    raise SystemExit(f"soak: error: graph not ready within {timeout_s} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

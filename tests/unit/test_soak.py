@@ -1,0 +1,44 @@
+"""The soak's arithmetic and probes (load_tests.soak), without a graph."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from load_tests.soak import rss_mb, slope_mb_per_h, summarize_rss
+from load_tests.soak_inputs import HOSTILE
+
+
+def test_slope_is_mib_per_hour() -> None:
+    # +1 MiB a minute is +60 MiB an hour, whatever the offset.
+    points = [(1000.0 + 60 * i, 500.0 + i) for i in range(10)]
+    assert slope_mb_per_h(points) == 60.0
+    assert slope_mb_per_h([(0.0, 1.0), (60.0, 1.0), (120.0, 1.0)]) == 0.0
+    assert slope_mb_per_h(points[:2]) is None
+
+
+def test_rss_summary_skips_the_warm_up() -> None:
+    samples = [
+        {"t": 60.0 * i, "deployment": "embedder", "replica": "a", "rss_mb": r}
+        for i, r in enumerate([100, 300, 400, 400, 400, 400])
+    ]
+    [row] = summarize_rss(samples, warmup_s=150)
+    assert row["slope_mb_per_h"] == 0.0  # the climb was all warm-up
+    assert (row["first_mb"], row["last_mb"], row["max_mb"]) == (100, 400, 400)
+    assert row["samples"] == 6
+
+
+def test_rss_of_this_process_is_read() -> None:
+    assert rss_mb(os.getpid()) > 1
+    assert rss_mb(2**22 + 12345) == 0  # no such process
+
+
+def test_hostile_inputs_are_distinct_and_sendable() -> None:
+    names = [h.name for h in HOSTILE]
+    assert len(names) == len(set(names))
+    for h in HOSTILE:
+        assert h.path.startswith("/v1/")
+    # The surrogate case is raw bytes a JSON encoder would not produce.
+    surrogate = next(h for h in HOSTILE if "surrogate" in h.name)
+    assert b"\\ud800" in surrogate.body
+    assert json.loads(surrogate.body)["messages"][0]["content"].startswith("a\x00b")
