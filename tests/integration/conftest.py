@@ -18,6 +18,24 @@ import pytest
 from tests.otlp_receiver import OTLPReceiver
 
 
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Tests that run their own Ray cluster (`own_cluster`) go first among the
+    integration tests, before the session graph starts: the two never share
+    this machine's CPUs at once."""
+    own = [i for i in items if i.get_closest_marker("own_cluster")]
+    if not own:
+        return
+    rest = [i for i in items if not i.get_closest_marker("own_cluster")]
+    here = Path(__file__).parent
+    first = next(
+        (n for n, i in enumerate(rest) if here in Path(str(i.path)).parents),
+        len(rest),
+    )
+    items[:] = rest[:first] + own + rest[first:]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
