@@ -1,11 +1,16 @@
 """`build_app(args)`: the only place that binds the graph.
 
 KubeRay's `serveConfigV2` names it as `import_path: graph.builder:build_app`
-and passes `args:` in the `RagServingArgs` schema.
+and passes `args:` in the `RagServingArgs` schema. Deployments are keyed by
+artifact identity, not by release: releases that share an embedder, index,
+reranker or generator share that deployment (and its memory).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +24,18 @@ from graph.deployments import (
     RetrieverDeployment,
 )
 from graph.ingress import IngressDeployment
+from graph.served import ServedRelease, load_served
 from models.threads import torch_process_env
+from releases.traffic import TrafficState
+
+NODES = ("embedder", "retriever", "reranker", "generator")
 
 
 def build_app(
     args: RagServingArgs | dict[str, Any] | str | Path | None = None,
 ) -> Application:
-    """Compose embedder, retriever, reranker and generator behind the ingress.
+    """Compose each release's embedder, retriever, reranker and generator
+    (one deployment per distinct artifact) behind one ingress.
 
     Args:
         args: a `RagServingArgs`, the dict KubeRay passes, a YAML path, or
@@ -35,49 +45,95 @@ def build_app(
         The Serve application, ready for `serve.run`.
     """
     cfg = RagServingArgs.load(args)
-    nodes = cfg.deployments
-    models = cfg.models
-    telemetry = cfg.telemetry
-    embedder = (
-        _node(EmbedderDeployment)
-        .options(
-            **nodes.embedder.serve_options(
-                "embedder", extra_env=torch_process_env(models.embedder.threads)
-            )
-        )
-        .bind(models.embedder, cfg.batching.embedder, telemetry)
-    )
-    retriever = (
-        _node(RetrieverDeployment)
-        .options(**_retriever_options(cfg))
-        .bind(
-            cfg.retrieval.index_dir,
-            embedder,
-            cfg.batching.retriever,
-            cfg.retrieval.use_gpu,
-            telemetry,
-        )
-    )
-    reranker = (
-        _node(RerankerDeployment)
-        .options(
-            **nodes.reranker.serve_options(
-                "reranker", extra_env=torch_process_env(models.reranker.threads)
-            )
-        )
-        .bind(models.reranker, models.embedder, cfg.batching.reranker, telemetry)
-    )
-    generator = (
-        _node(GeneratorDeployment)
-        .options(
-            **nodes.generator.serve_options("generator", extra_env=_generator_env(cfg))
-        )
-        .bind(models.generator, telemetry)
-    )
+    served = load_served(cfg)
+    keys = {r.name: node_keys(r.args) for r in served}
+    counts = Counter((node, k[node]) for k in keys.values() for node in NODES)
+    distinct = Counter(node for node, _ in counts)
+    bound: dict[tuple[str, str], Any] = {}
+    routes: dict[str, dict[str, Any]] = {}
+    for release in served:
+        routes[release.name] = {}
+        for node in NODES:
+            key = keys[release.name][node]
+            if (node, key) not in bound:
+                name = node if distinct[node] == 1 else f"{node}-{key[:8]}"
+                bound[(node, key)] = _bind(node, name, release.args, bound)
+            routes[release.name][node] = bound[(node, key)]
+    traffic = TrafficState.initial(
+        [r.name for r in served], cfg.releases.weights or None
+    ).model_copy(update={"shadow": dict(cfg.releases.shadow)})
     return (
         _node(IngressDeployment)
-        .options(**nodes.ingress.serve_options("ingress"))
-        .bind(embedder, retriever, reranker, generator, cfg)
+        .options(
+            **cfg.deployments.ingress.serve_options("ingress"),
+            user_config=traffic.model_dump(mode="json"),
+        )
+        .bind(routes, cfg, _plain(served))
+    )
+
+
+def node_keys(args: RagServingArgs) -> dict[str, str]:
+    """Each node's identity: everything that makes its deployment differ."""
+    m, b, d = args.models, args.batching, args.deployments
+    embedder = _hash(m.embedder, b.embedder, d.embedder)
+    return {
+        "embedder": embedder,
+        "retriever": _hash(
+            args.retrieval.index_dir,
+            args.retrieval.use_gpu,
+            b.retriever,
+            d.retriever,
+            embedder,
+        ),
+        "reranker": _hash(m.reranker, m.embedder, b.reranker, d.reranker),
+        "generator": _hash(m.generator, d.generator, args.telemetry),
+    }
+
+
+def _bind(
+    node: str,
+    name: str,
+    cfg: RagServingArgs,
+    bound: dict[tuple[str, str], Any],
+) -> Any:
+    nodes, models, telemetry = cfg.deployments, cfg.models, cfg.telemetry
+    if node == "embedder":
+        return (
+            _node(EmbedderDeployment)
+            .options(
+                **nodes.embedder.serve_options(
+                    name, extra_env=torch_process_env(models.embedder.threads)
+                )
+            )
+            .bind(models.embedder, cfg.batching.embedder, telemetry)
+        )
+    if node == "retriever":
+        embedder = bound[("embedder", node_keys(cfg)["embedder"])]
+        return (
+            _node(RetrieverDeployment)
+            .options(**_retriever_options(cfg, name))
+            .bind(
+                cfg.retrieval.index_dir,
+                embedder,
+                cfg.batching.retriever,
+                cfg.retrieval.use_gpu,
+                telemetry,
+            )
+        )
+    if node == "reranker":
+        return (
+            _node(RerankerDeployment)
+            .options(
+                **nodes.reranker.serve_options(
+                    name, extra_env=torch_process_env(models.reranker.threads)
+                )
+            )
+            .bind(models.reranker, models.embedder, cfg.batching.reranker, telemetry)
+        )
+    return (
+        _node(GeneratorDeployment)
+        .options(**nodes.generator.serve_options(name, extra_env=_generator_env(cfg)))
+        .bind(models.generator, telemetry)
     )
 
 
@@ -86,12 +142,32 @@ def build_app(
 RETRIEVER_GPU_FRACTION = 0.1
 
 
-def _retriever_options(cfg: RagServingArgs) -> dict[str, Any]:
-    options = cfg.deployments.retriever.serve_options("retriever")
+def _retriever_options(cfg: RagServingArgs, name: str) -> dict[str, Any]:
+    options = cfg.deployments.retriever.serve_options(name)
     actor = options["ray_actor_options"]
     if cfg.retrieval.use_gpu == "always" and not actor["num_gpus"]:
         actor["num_gpus"] = RETRIEVER_GPU_FRACTION
     return options
+
+
+def _plain(served: list[ServedRelease]) -> list[dict[str, Any]]:
+    # What the ingress needs per release, as plain data (pickled to replicas).
+    return [
+        {
+            "name": r.name,
+            "id": r.id,
+            "args": r.args.model_dump(mode="json"),
+            "fault": r.fault.model_dump(mode="json"),
+        }
+        for r in served
+    ]
+
+
+def _hash(*parts: Any) -> str:
+    plain = [
+        p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts
+    ]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 
 def _generator_env(cfg: RagServingArgs) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from graph.cli_releases import ReleaseCLIError, add_release_commands
 from graph.cli_tenants import register as register_tenants
 from graph.config import ConfigError, RagServingArgs
 
@@ -53,6 +55,10 @@ def _load_args(ns: argparse.Namespace) -> RagServingArgs:
         overrides.append(f"tenants.db={ns.tenants_db}")
     if getattr(ns, "audit_log", None):
         overrides.append(f"tenants.audit_log={ns.audit_log}")
+    if getattr(ns, "release", None):
+        overrides.append(f"releases.serve={json.dumps(ns.release)}")
+    if getattr(ns, "registry", None):
+        overrides.append(f"releases.registry={json.dumps(ns.registry)}")
     return RagServingArgs.load(ns.config, overrides)
 
 
@@ -173,14 +179,16 @@ async def _ask(args: RagServingArgs, question: str, ns: argparse.Namespace) -> i
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
+    from graph.served import load_served
     from graph.server import run_until_signal
     from models.resolve import resolve_generator_path
     from retrieval.index import read_manifest
 
     args = _load_args(ns)
     # Fail fast, before Ray starts, on what the replicas would trip over.
-    read_manifest(args.retrieval.index_dir)
-    resolve_generator_path(args.models.generator.model)
+    for release in load_served(args):
+        read_manifest(release.args.retrieval.index_dir)
+        resolve_generator_path(release.args.models.generator.model)
     run_until_signal(args, address=ns.address)
     return 0
 
@@ -268,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--address", help="join an existing Ray cluster instead")
+    serve.add_argument(
+        "--release",
+        action="append",
+        metavar="NAME",
+        help="serve this release from the registry (repeatable; the first "
+        "takes 100%% unless releases.weights says otherwise)",
+    )
+    serve.add_argument(
+        "--registry", help="registry folder (default $RAGSERVE_REGISTRY or cache)"
+    )
     _add_config_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -287,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(show)
     show.set_defaults(func=cmd_config_show)
     register_tenants(sub)
+    add_release_commands(sub, _add_config_flags)
     return parser
 
 
@@ -302,11 +321,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("bm25s").setLevel(logging.WARNING)
     from graph.trace_view import TraceError
     from models.errors import ModelError
+    from releases.errors import ReleaseError
     from retrieval.index import RetrievalError
 
     try:
         return int(ns.func(ns))
-    except (CLIError, ConfigError, ModelError, RetrievalError, TraceError) as exc:
+    except (
+        CLIError,
+        ConfigError,
+        ModelError,
+        RetrievalError,
+        TraceError,
+        ReleaseError,
+        ReleaseCLIError,
+    ) as exc:
         print(f"ragserve: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

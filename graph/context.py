@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 from fastapi import Depends, Request
@@ -19,6 +19,9 @@ from graph import protocol as p
 from graph.config import RagServingArgs
 from graph.pipeline import RagPipeline
 from models.resolve import EMBEDDER_HUB_ID
+
+if TYPE_CHECKING:
+    from graph.release_router import ReleaseRouter
 
 
 @dataclass
@@ -40,6 +43,8 @@ class ServingContext:
     embed_with_usage: Callable[[list[str]], Awaitable[tuple[np.ndarray, int]]]
     readiness: Callable[[], Awaitable[dict[str, str]]]
     api_keys: frozenset[str] = frozenset()
+    #: The live releases and weights; None serves `pipeline` alone (tests).
+    router: ReleaseRouter | None = None
 
 
 def get_ctx(request: Request) -> ServingContext:

@@ -7,6 +7,7 @@ as the envelope); knows nothing of the routes behind it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from opentelemetry.trace import Span
 
 from graph.context import ServingContext
 from graph.errors import APIError, error_response, to_api_error
+from graph.release_router import observe
 from telemetry.tracing import trace_id_hex, tracer
 
 ROOT_SPAN = "rag.request"
@@ -29,12 +31,15 @@ def install_middleware(app: FastAPI, ctx: ServingContext) -> None:
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:
         """Request id, `x-trace-id` and API-key authentication, inside the
-        `rag.request` span OpenTelemetry's ASGI middleware opened."""
+        `rag.request` span OpenTelemetry's ASGI middleware opened; the release
+        that answered, on the response and the span."""
+        started = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
         span = trace.get_current_span()
         span.set_attribute("request.id", rid)
         response = await _answer(request, call_next, ctx, rid)
+        observe(request, response, span, started)
         return finish(response, span, rid)
 
     # Added last, so it wraps the middleware above: it continues a client's
@@ -87,7 +92,7 @@ def finish(response: Response, span: Span, rid: str) -> Response:
 
 def authorized(request: Request, keys: frozenset[str]) -> bool:
     """No keys configured, a probe, or a known bearer token."""
-    if not keys or not request.url.path.startswith("/v1/"):
+    if not keys or not request.url.path.startswith(("/v1/", "/admin/")):
         return True
     auth = request.headers.get("authorization", "")
     return auth.startswith("Bearer ") and auth.removeprefix("Bearer ").strip() in keys

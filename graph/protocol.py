@@ -164,6 +164,8 @@ class ChatCompletionResponse(_Response):
     choices: list[ChatChoice]
     usage: Usage
     citations: list[Citation] = Field(default_factory=list)
+    #: The release that answered (`name@id`), OpenAI's backend-config field.
+    system_fingerprint: str | None = None
 
 
 class DeltaMessage(_Response):
@@ -186,6 +188,7 @@ class ChatCompletionChunk(_Response):
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
     citations: list[Citation] | None = None
+    system_fingerprint: str | None = None
 
 
 # --- completions --------------------------------------------------------------
@@ -230,6 +233,7 @@ class CompletionResponse(_Response):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None
 
 
 # --- embeddings ---------------------------------------------------------------

@@ -57,7 +57,17 @@ def start(
     if args.server.request_timeout_s:
         http_options["request_timeout_s"] = args.server.request_timeout_s
     serve.start(http_options=http_options)
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    if args.releases.serve:
+        # As KubeRay does (import path + args), so that `ragserve traffic`
+        # changes only the ingress's user_config and Serve applies it in place.
+        from graph.serve_config import deploy_declaratively
+        from releases.registry import Registry
+
+        data = args.model_dump(mode="json")
+        data["releases"]["registry"] = str(Registry(args.releases.registry).root)
+        deploy_declaratively(APP_NAME, data)
+    else:
+        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{args.server.host}:{args.server.port}"
 
 

@@ -101,9 +101,10 @@ async def chat_events(
     first: Chunk,
     stream: AsyncIterator[Chunk],
     include_usage: bool,
+    fingerprint: str | None = None,
 ) -> AsyncIterator[str]:
     """`chat.completion.chunk` events: the role (with citations), the text,
-    the usage chunk if asked, and `[DONE]`."""
+    the usage chunk if asked, and `[DONE]`; each names the release."""
     created = p.now()
 
     def chunk(delta: p.DeltaMessage, finish: str | None = None, **extra: Any) -> str:
@@ -112,6 +113,7 @@ async def chat_events(
             created=created,
             model=model,
             choices=[p.ChatChunkChoice(delta=delta, finish_reason=finish)],
+            system_fingerprint=fingerprint,
             **extra,
         )
         return _event(body)
@@ -125,7 +127,12 @@ async def chat_events(
             final = piece
         if include_usage and final is not None:
             last = p.ChatCompletionChunk(
-                id=rid, created=created, model=model, choices=[], usage=usage(final)
+                id=rid,
+                created=created,
+                model=model,
+                choices=[],
+                usage=usage(final),
+                system_fingerprint=fingerprint,
             )
             yield _event(last)
     except Exception as exc:  # a failure after the headers went out
@@ -141,13 +148,19 @@ async def completion_events(
     first: Chunk,
     stream: AsyncIterator[Chunk],
     include_usage: bool,
+    fingerprint: str | None = None,
 ) -> AsyncIterator[str]:
     """`text_completion` events, the usage chunk if asked, and `[DONE]`."""
     created = p.now()
 
     def event(choices: list[p.CompletionChoice], **extra: Any) -> str:
         body = p.CompletionResponse(
-            id=rid, created=created, model=model, choices=choices, **extra
+            id=rid,
+            created=created,
+            model=model,
+            choices=choices,
+            system_fingerprint=fingerprint,
+            **extra,
         )
         return _event(body)
 

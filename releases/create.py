@@ -7,6 +7,7 @@ folders are readable); the caller hands in the config it serves with.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from models.errors import ModelError
@@ -68,6 +69,11 @@ def build_release(
             f"but the release names embedder {embedder_id}; rebuild the index or "
             "pass the matching embedder"
         )
+    models = {k: dict(v) for k, v in models.items()}
+    # Local folders are pinned by absolute path: a release serves from any cwd.
+    for kind, path in (("embedder", embedder_path), ("generator", generator_path)):
+        if models[kind]["model"] != "default" and Path(path).is_dir():
+            models[kind]["model"] = str(Path(path).resolve())
     artifacts: dict[str, Artifact] = {
         "embedder": model_artifact(
             "embedder", embedder_id, embedder_path, models["embedder"]

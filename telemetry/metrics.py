@@ -70,6 +70,25 @@ class Metrics:
                 kind = key.removeprefix("gpu.memory.").removesuffix("_bytes")
                 m["gpu_memory"].set(value, tags={"node": node, "kind": kind})
 
+    def request(
+        self,
+        release: str,
+        route: str,
+        status: int,
+        latency_ms: float,
+        ttft_ms: float | None,
+        shadow: bool = False,
+    ) -> None:
+        """One answered request (or shadow mirror) of a release, at the ingress."""
+        m = self._get()
+        if not m:
+            return
+        tags = {"release": release, "route": route, "shadow": str(shadow).lower()}
+        m["requests"].inc(tags={**tags, "status": str(status)})
+        m["latency"].observe(latency_ms, tags=tags)
+        if ttft_ms is not None:
+            m["request_ttft"].observe(ttft_ms, tags=tags)
+
     def kv_cache_usage(self, usage: float) -> None:
         m = self._get()
         if m:
@@ -114,6 +133,24 @@ def _create() -> dict[str, Any]:
             description="GPU memory by kind (allocated/reserved: torch; "
             "used/total: NVML).",
             tag_keys=("node", "kind"),
+        ),
+        "requests": metrics.Counter(
+            "ragserve_requests_total",
+            description="Requests answered at the ingress, by release, route, "
+            "status and whether a shadow mirror.",
+            tag_keys=("release", "route", "status", "shadow"),
+        ),
+        "latency": metrics.Histogram(
+            "ragserve_request_latency_ms",
+            description="End-to-end latency at the ingress (last byte), by release.",
+            boundaries=_MS_BOUNDARIES,
+            tag_keys=("release", "route", "shadow"),
+        ),
+        "request_ttft": metrics.Histogram(
+            "ragserve_request_ttft_ms",
+            description="Time to the first generated chunk at the ingress, by release.",
+            boundaries=_MS_BOUNDARIES,
+            tag_keys=("release", "route", "shadow"),
         ),
         "kv_cache": metrics.Gauge(
             "ragserve_kv_cache_usage",

@@ -1,6 +1,6 @@
 """The API's routers, one module per endpoint family (vLLM's layout)."""
 
-from graph.routes import chat, completions, embeddings, health, retrieval
+from graph.routes import admin, chat, completions, embeddings, health, retrieval
 
 ROUTERS = [
     health.router,
@@ -8,4 +8,5 @@ ROUTERS = [
     completions.router,
     embeddings.router,
     retrieval.router,
+    admin.router,
 ]

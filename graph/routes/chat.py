@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from graph import protocol as p
 from graph import streaming
-from graph.context import Ctx
+from graph.context import Ctx, ServingContext
+from graph.pipeline import RagAnswer
+from graph.release_router import fingerprint, mark_first_token, mirror, select
 from graph.routes.common import (
     check_model,
     citation,
@@ -15,6 +19,7 @@ from graph.routes.common import (
     sampling,
     trace_headers,
 )
+from models.generation import Chunk
 
 router = APIRouter()
 
@@ -26,28 +31,20 @@ async def chat_completions(
     ctx: Ctx,
 ) -> Response:
     """RAG chat completion over the last user message."""
-    model = check_model(body.model, ctx.names.generator)
+    release = select(ctx, request, body.user)
+    model = check_model(body.model, release.names.generator)
     rid = p.new_id("chatcmpl")
-    answer = await ctx.pipeline.answer(
-        [
-            {
-                "role": m.role if m.role != "developer" else "system",
-                "content": m.text(),
-            }
-            for m in body.messages
-        ],
-        sampling(body, ctx, body.requested_max_tokens()),
-        rid,
-        retrieval_options(body.rag, ctx.args),
-        trace_headers=trace_headers(request),
-    )
+    mirror(ctx, request, lambda c: _stream(c, body, request, f"{rid}-shadow"))
+    answer = await _answer(release, body, request, rid)
     first = await streaming.first_chunk(answer.stream)
+    mark_first_token(request)
     citations = [citation(i, h) for i, h in enumerate(answer.citations, start=1)]
+    fp = fingerprint(request)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return streaming.sse(
             streaming.chat_events(
-                rid, model, citations, first, answer.stream, include_usage
+                rid, model, citations, first, answer.stream, include_usage, fp
             )
         )
     text, final = await streaming.collect(first, answer.stream)
@@ -63,5 +60,30 @@ async def chat_completions(
         ],
         usage=streaming.usage(final),
         citations=citations,
+        system_fingerprint=fp,
     )
     return JSONResponse(p.dump(response))
+
+
+async def _answer(
+    ctx: ServingContext, body: p.ChatCompletionRequest, request: Request, rid: str
+) -> RagAnswer:
+    return await ctx.pipeline.answer(
+        [
+            {
+                "role": m.role if m.role != "developer" else "system",
+                "content": m.text(),
+            }
+            for m in body.messages
+        ],
+        sampling(body, ctx, body.requested_max_tokens()),
+        rid,
+        retrieval_options(body.rag, ctx.args),
+        trace_headers=trace_headers(request),
+    )
+
+
+async def _stream(
+    ctx: ServingContext, body: p.ChatCompletionRequest, request: Request, rid: str
+) -> AsyncIterator[Chunk]:
+    return (await _answer(ctx, body, request, rid)).stream

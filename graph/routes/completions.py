@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from graph import protocol as p
 from graph import streaming
-from graph.context import Ctx
+from graph.context import Ctx, ServingContext
+from graph.release_router import fingerprint, mark_first_token, mirror, select
 from graph.routes.common import check_model, sampling, trace_headers
-from models.generation import GenerationRequest
+from models.generation import Chunk, GenerationRequest
 
 router = APIRouter()
 
@@ -21,20 +24,18 @@ async def completions(
     ctx: Ctx,
 ) -> Response:
     """Plain completion, no retrieval."""
-    model = check_model(body.model, ctx.names.generator)
+    release = select(ctx, request, body.user)
+    model = check_model(body.model, release.names.generator)
     rid = p.new_id("cmpl")
-    generation = GenerationRequest(
-        request_id=rid,
-        prompt=body.prompt_text(),
-        sampling=sampling(body, ctx, body.max_tokens),
-        trace_headers=trace_headers(request),
-    )
-    stream = ctx.pipeline.steps.generate(generation)
+    mirror(ctx, request, lambda c: _stream(c, body, request, f"{rid}-shadow"))
+    stream = await _stream(release, body, request, rid)
     first = await streaming.first_chunk(stream)
+    mark_first_token(request)
+    fp = fingerprint(request)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return streaming.sse(
-            streaming.completion_events(rid, model, first, stream, include_usage)
+            streaming.completion_events(rid, model, first, stream, include_usage, fp)
         )
     text, final = await streaming.collect(first, stream)
     response = p.CompletionResponse(
@@ -43,5 +44,18 @@ async def completions(
         model=model,
         choices=[p.CompletionChoice(text=text, finish_reason=final.finish_reason)],
         usage=streaming.usage(final),
+        system_fingerprint=fp,
     )
     return JSONResponse(p.dump(response))
+
+
+async def _stream(
+    ctx: ServingContext, body: p.CompletionRequest, request: Request, rid: str
+) -> AsyncIterator[Chunk]:
+    generation = GenerationRequest(
+        request_id=rid,
+        prompt=body.prompt_text(),
+        sampling=sampling(body, ctx, body.max_tokens),
+        trace_headers=trace_headers(request),
+    )
+    return ctx.pipeline.steps.generate(generation)

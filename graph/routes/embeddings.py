@@ -6,19 +6,23 @@ import base64
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from graph import protocol as p
 from graph.context import Ctx
 from graph.errors import APIError
+from graph.release_router import select
 from graph.routes.common import check_model
 
 router = APIRouter()
 
 
 @router.post("/v1/embeddings")
-async def embeddings(body: p.EmbeddingRequest, ctx: Ctx) -> dict[str, Any]:
+async def embeddings(
+    body: p.EmbeddingRequest, request: Request, ctx: Ctx
+) -> dict[str, Any]:
     """Embed texts with the graph's embedder."""
+    ctx = select(ctx, request, body.user)
     model = check_model(body.model, ctx.names.embedder)
     vectors, tokens = await ctx.embed_with_usage(body.texts())
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:

@@ -21,36 +21,51 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(ctx: Ctx) -> JSONResponse:
-    """Readiness: every node has warmed up."""
+    """Readiness: every node has warmed up, and so has every release with weight."""
     nodes = await ctx.readiness()
-    waiting = sorted(name for name, state in nodes.items() if state != "ready")
+    waiting = [f"{n} ({s})" for n, s in sorted(nodes.items()) if s != "ready"]
+    extra: dict[str, Any] = {"nodes": nodes}
+    if ctx.router is not None:
+        releases = ctx.router.describe()["releases"]
+        extra["releases"] = releases
+        waiting += [
+            f"release {r['name']} ({r['state']})"
+            for r in releases
+            if r["weight"] > 0 and r["state"] != "warm"
+        ]
     if waiting:
         body = {
             "error": {
-                "message": "not ready: "
-                + ", ".join(f"{n} ({nodes[n]})" for n in waiting),
+                "message": "not ready: " + ", ".join(waiting),
                 "type": "service_unavailable_error",
                 "param": None,
                 "code": "not_ready",
             },
-            "nodes": nodes,
+            **extra,
         }
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-    return JSONResponse({"status": "ready", "nodes": nodes})
+    return JSONResponse({"status": "ready", **extra})
 
 
 @router.get("/v1/models")
 async def models(ctx: Ctx) -> dict[str, Any]:
-    """List the served models."""
-    n = ctx.names
-    cards = [
-        p.ModelCard(
-            id=n.generator,
-            created=n.created,
-            task="generate",
-            max_model_len=n.max_model_len,
-        ),
-        p.ModelCard(id=n.embedder, created=n.created, task="embed"),
-        p.ModelCard(id=n.reranker, created=n.created, task="rerank"),
-    ]
-    return p.dump(p.ModelList(data=cards))
+    """List the served models and the live releases with their weights."""
+    contexts = [r.ctx for r in ctx.router.releases.values()] if ctx.router else [ctx]
+    cards: dict[str, p.ModelCard] = {}
+    for c in contexts:
+        n = c.names
+        for card in (
+            p.ModelCard(
+                id=n.generator,
+                created=n.created,
+                task="generate",
+                max_model_len=n.max_model_len,
+            ),
+            p.ModelCard(id=n.embedder, created=n.created, task="embed"),
+            p.ModelCard(id=n.reranker, created=n.created, task="rerank"),
+        ):
+            cards.setdefault(card.id, card)
+    out = p.dump(p.ModelList(data=list(cards.values())))
+    if ctx.router is not None:
+        out["releases"] = ctx.router.describe()["releases"]
+    return out

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from graph import protocol as p
 from graph.context import Ctx
 from graph.errors import APIError
 from graph.pipeline import RetrievalOptions
+from graph.release_router import select
 from graph.routes.common import check_model, citation
 
 router = APIRouter()
 
 
 @router.post("/v1/rerank")
-async def rerank(body: p.RerankRequest, ctx: Ctx) -> dict[str, Any]:
+async def rerank(body: p.RerankRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     """Score documents against a query, best first."""
+    ctx = select(ctx, request)
     model = check_model(body.model, ctx.names.reranker)
     texts = body.texts()
     scores = await ctx.pipeline.steps.rerank(body.query, texts)
@@ -36,8 +38,11 @@ async def rerank(body: p.RerankRequest, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post("/v1/retrieve")
-async def retrieve(body: p.RetrieveRequest, ctx: Ctx) -> dict[str, Any]:
+async def retrieve(
+    body: p.RetrieveRequest, request: Request, ctx: Ctx
+) -> dict[str, Any]:
     """Chunks from the index for a query (optionally reranked)."""
+    ctx = select(ctx, request)
     cfg = ctx.args.retrieval
     top_k = body.top_k or cfg.top_k
     top_n = body.top_n or (cfg.top_n if body.rerank else top_k)

@@ -1,0 +1,362 @@
+"""Releases live in one real graph: weights, pins, sticky sessions, a switch
+and a rollback under streaming load, a canary judged worse and cut, and every
+answer naming its release (header, system_fingerprint, trace, metrics).
+
+The graph runs as a user runs it: `ragserve serve --release A --release B
+--release C` in its own process and Ray cluster; `ragserve traffic` and
+`ragserve release` drive it over HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from graph.cli import main
+from tests.factories_retrieval import write_tree
+from tests.integration import releases_graph as rg
+from tests.integration.conftest import free_port
+from tests.otlp_receiver import OTLPReceiver
+
+pytestmark = pytest.mark.slow
+
+RETRIEVE = {"query": "lighthouse keeper", "top_k": 1, "rerank": False}
+
+
+@pytest.fixture(scope="module")
+def graph(
+    tmp_path_factory: pytest.TempPathFactory,
+    docs_index: Path,
+    tiny_llama: Path,
+    default_embedder: Any,
+    otlp_receiver: OTLPReceiver,
+) -> Iterator[dict[str, Any]]:
+    from retrieval.index import build_index
+
+    tmp = tmp_path_factory.mktemp("releases")
+    registry = tmp / "registry"
+    index_b = tmp / "index-b"
+    build_index(
+        write_tree(tmp / "docs-b", rg.B_DOCS), index_b, default_embedder, progress=False
+    )
+    port = free_port()
+    base = rg.release_config(tmp, tiny_llama, port, otlp_receiver.endpoint)
+    slow = tmp / "slow.yaml"
+    slow.write_text(base.read_text() + "releases:\n  fault:\n    delay_ms: 4000\n")
+    for name, index, config in (
+        ("A", docs_index, base),
+        ("B", index_b, base),
+        ("C", index_b, slow),
+    ):
+        argv = [
+            "release",
+            "create",
+            name,
+            "--index",
+            str(index),
+            "--config",
+            str(config),
+        ]
+        assert main([*argv, "--registry", str(registry)]) == 0
+    env = rg.graph_env(tmp, registry)
+    log = tmp / "serve.log"
+    argv = ["--release", "A", "--release", "B", "--release", "C"]
+    proc = rg.start_graph(
+        [*argv, "--config", str(rg.serve_config(base, tmp))], env, log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready_s = rg.wait_ready(url, proc, log, timeout=600)
+        rg.wait_warm(url, timeout=300)
+        print(
+            f"\n[three releases ready in {ready_s:.0f} s, graph RSS "
+            f"{rg.tree_rss_mib(proc.pid):.0f} MiB]"
+        )
+        yield {"url": url, "env": env, "proc": proc, "registry": registry, "log": log}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except Exception:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def traffic(graph: dict[str, Any], *argv: str) -> tuple[int, str, str]:
+    return rg.cli(*argv, "--address", graph["url"], env=graph["env"], timeout=120)
+
+
+def show(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    data = httpx.get(graph["url"] + "/admin/traffic", timeout=30).json()
+    return {r["name"]: r for r in data["releases"]}
+
+
+def test_shared_deployments_and_listing(graph: dict[str, Any]) -> None:
+    ready = httpx.get(graph["url"] + "/ready", timeout=30).json()
+    nodes = sorted(ready["nodes"])
+    # One embedder, one reranker, one generator for three releases; a retriever
+    # per distinct index (C shares B's).
+    assert [n for n in nodes if n.startswith("generator")] == ["generator"]
+    assert [n for n in nodes if n.startswith("embedder")] == ["embedder"]
+    assert len([n for n in nodes if n.startswith("retriever")]) == 2
+    rss = rg.tree_rss_mib(graph["proc"].pid)
+    print(f"\n[deployments: {nodes}; graph RSS {rss:.0f} MiB]")
+    releases = {r["name"]: r for r in ready["releases"]}
+    assert {n: (r["weight"], r["state"]) for n, r in releases.items()} == {
+        "A": (90, "warm"),
+        "B": (10, "warm"),
+        "C": (0, "warm"),
+    }
+    models = httpx.get(graph["url"] + "/v1/models", timeout=30).json()
+    assert {r["name"] for r in models["releases"]} == {"A", "B", "C"}
+    code, out, _ = rg.cli("release", "list", env=graph["env"])
+    assert code == 0 and all(f"\n{n} " in "\n" + out for n in "ABC")
+    code, out, _ = rg.cli("release", "diff", "B", "C", env=graph["env"])
+    assert code == 0 and "config.fault.delay_ms: 0.0 -> 4000.0" in out
+
+
+def test_split_pin_and_sticky_session(graph: dict[str, Any]) -> None:
+    with httpx.Client(base_url=graph["url"], timeout=60) as c:
+
+        def one(_: int) -> str:
+            r = c.post("/v1/retrieve", json=RETRIEVE)
+            assert r.status_code == 200, r.text
+            return r.headers["x-ragserve-release"]
+
+        with ThreadPoolExecutor(8) as pool:
+            counts = Counter(pool.map(one, range(400)))
+        share_b = counts["B"] / 400
+        print(f"\n[A=90 B=10 over 400 requests: {dict(counts)}, B {share_b:.1%}]")
+        assert set(counts) <= {"A", "B"}
+        assert abs(share_b - 0.10) <= 0.04
+        pinned = c.post(
+            "/v1/retrieve", json=RETRIEVE, headers={"x-ragserve-release": "B"}
+        )
+        assert pinned.headers["x-ragserve-release"] == "B"
+        assert "Quillon" in pinned.json()["data"][0]["text"]
+        unknown = c.post(
+            "/v1/retrieve", json=RETRIEVE, headers={"x-ragserve-release": "Z"}
+        )
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "release_not_found"
+        for session in ("alice", "bob", "carol"):
+            names = {
+                c.post(
+                    "/v1/retrieve", json=RETRIEVE, headers={"x-session-id": session}
+                ).headers["x-ragserve-release"]
+                for _ in range(20)
+            }
+            assert len(names) == 1, (session, names)
+        users = {
+            c.post(
+                "/v1/chat/completions",
+                json={
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 1,
+                    "user": "dave",
+                    "rag": {"enabled": False},
+                },
+            ).headers["x-ragserve-release"]
+            for _ in range(5)
+        }
+        assert len(users) == 1
+
+
+def test_every_answer_names_its_release(
+    graph: dict[str, Any], otlp_receiver: OTLPReceiver
+) -> None:
+    with httpx.Client(base_url=graph["url"], timeout=120) as c:
+        body = {
+            "messages": [{"role": "user", "content": "Who keeps the lighthouse?"}],
+            "max_tokens": 4,
+        }
+        pin = {"x-ragserve-release": "B"}
+        r = c.post("/v1/chat/completions", json=body, headers=pin)
+        assert r.status_code == 200
+        data = r.json()
+        assert data["system_fingerprint"].startswith("B@")
+        assert data["citations"][0]["doc_id"] == "lighthouse.md"
+        trace_id = r.headers["x-trace-id"]
+        with c.stream(
+            "POST", "/v1/chat/completions", json={**body, "stream": True}, headers=pin
+        ) as s:
+            events = [
+                json.loads(line[6:])
+                for line in s.iter_lines()
+                if line.startswith("data: {")
+            ]
+        assert events and all(e["system_fingerprint"].startswith("B@") for e in events)
+        comp = c.post(
+            "/v1/completions", json={"prompt": "hello", "max_tokens": 2}, headers=pin
+        )
+        assert comp.json()["system_fingerprint"].startswith("B@")
+    spans = otlp_receiver.wait_for(trace_id, {"rag.request", "rag.generate"})
+    (root,) = [s for s in spans if s.name == "rag.request"]
+    assert root.attributes["release"] == "B"
+    # The release label on the graph's own series, through Ray's metrics agent.
+    text = _scrape_until(graph, 'release="B"')
+    assert "ragserve_requests_total{" in text and 'release="B"' in text
+
+
+def _scrape_until(graph: dict[str, Any], needle: str) -> str:
+    ports = _metrics_ports(graph)
+    deadline = time.time() + 60
+    text = ""
+    while time.time() < deadline:
+        for port in ports:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            except httpx.HTTPError:
+                continue
+            if needle in text and "ragserve_requests_total" in text:
+                return text
+        time.sleep(2)
+    return text
+
+
+def _metrics_ports(graph: dict[str, Any]) -> list[int]:
+    # Ray writes each node's metrics export port into its session folder.
+    session = Path(graph["env"]["RAY_TMPDIR"]) / "ray" / "session_latest"
+    return [
+        int(p.read_text().strip())
+        for p in session.glob("metrics_export_port_*")
+        if p.read_text().strip().isdigit()
+    ]
+
+
+class StreamingLoad:
+    """Four clients streaming chat completions in a loop; every request's
+    start time, status and release are kept."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.results: list[tuple[float, int, str | None]] = []
+        self._threads = [threading.Thread(target=self._run) for _ in range(4)]
+
+    def _run(self) -> None:
+        body = {
+            "messages": [{"role": "user", "content": "How does batching work?"}],
+            "stream": True,
+            "max_tokens": 4,
+        }
+        with httpx.Client(base_url=self.url, timeout=120) as c:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                        text = r.read().decode()
+                        ok = r.status_code == 200 and '"error"' not in text
+                        status = r.status_code if ok else 599
+                        self.results.append(
+                            (started, status, r.headers.get("x-ragserve-release"))
+                        )
+                except httpx.HTTPError:
+                    self.results.append((started, 0, None))
+
+    def __enter__(self) -> StreamingLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=120)
+
+
+def _switch(
+    graph: dict[str, Any], load: StreamingLoad, argv: list[str], to: str
+) -> dict:
+    time.sleep(3)  # load running before the switch
+    t0 = time.monotonic()
+    code, _, err = traffic(graph, *argv)
+    returned = time.monotonic()
+    assert code == 0, err
+    time.sleep(3)  # and after it
+    after = [r for r in load.results if r[0] > returned]
+    assert after, "no request started after the switch"
+    assert {r[2] for r in after} == {to}, Counter(r[2] for r in after)
+    return {"command_s": round(returned - t0, 2), "after": len(after)}
+
+
+def test_switch_and_rollback_under_streaming_load(graph: dict[str, Any]) -> None:
+    with rg_load(graph) as load:
+        to_b = _switch(graph, load, ["traffic", "set", "A=0", "B=100"], "B")
+        back = _switch(graph, load, ["release", "rollback"], "A")
+    failed = [r for r in load.results if r[1] != 200]
+    print(
+        f"\n[switch to B {to_b}, rollback to A {back}; "
+        f"{len(load.results)} streamed requests, {len(failed)} failed]"
+    )
+    assert not failed, failed[:5]
+    state = show(graph)
+    assert state["A"]["weight"] == 100 and state["B"]["weight"] == 0
+
+
+def rg_load(graph: dict[str, Any]) -> StreamingLoad:
+    return StreamingLoad(graph["url"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["traffic", "set", "A=50", "B=10"], "sum to 100"),
+        (["traffic", "set", "A=110", "B=-10"], "between 0 and 100"),
+        (["traffic", "set", "A=90", "Z=10"], "'Z' is not live"),
+        (["traffic", "set", "A=100", "--shadow", "A=10"], "already takes all traffic"),
+        (["release", "promote", "A"], "nothing to promote"),
+        (["release", "rollback"], "nothing to roll back to"),
+    ],
+)
+def test_bad_traffic_changes_nothing(
+    graph: dict[str, Any], argv: list[str], needle: str
+) -> None:
+    before = httpx.get(graph["url"] + "/admin/traffic", timeout=30).json()
+    code, _, err = traffic(graph, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("ragserve: error: ") and needle in lines[0], lines[0]
+    assert httpx.get(graph["url"] + "/admin/traffic", timeout=30).json() == before
+
+
+def test_shadow_mirrors_without_answering(
+    graph: dict[str, Any], otlp_receiver: OTLPReceiver
+) -> None:
+    code, _, err = traffic(graph, "traffic", "set", "A=100", "--shadow", "B=100")
+    assert code == 0, err
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    r = httpx.post(graph["url"] + "/v1/chat/completions", json=body, timeout=120)
+    assert r.headers["x-ragserve-release"] == "A"
+    spans = otlp_receiver.wait_for(r.headers["x-trace-id"], {"rag.shadow"})
+    (shadow,) = [s for s in spans if s.name == "rag.shadow"]
+    assert shadow.attributes["release"] == "B"
+    assert traffic(graph, "traffic", "set", "A=100")[0] == 0
+
+
+def test_worse_canary_loses_its_weight(graph: dict[str, Any]) -> None:
+    code, _, err = traffic(graph, "traffic", "set", "A=50", "C=50")
+    assert code == 0, err
+    body = {"prompt": "hello", "max_tokens": 1}
+    with httpx.Client(base_url=graph["url"], timeout=120) as c:
+        deadline = time.time() + 120
+        while time.time() < deadline and show(graph)["C"]["weight"] > 0:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda _: c.post("/v1/completions", json=body), range(8)))
+    state = show(graph)
+    assert state["C"]["weight"] == 0 and state["A"]["weight"] == 100
+    assert "p95" in (state["C"]["reason"] or ""), state["C"]
+    code, out, _ = traffic(graph, "traffic", "show")
+    assert code == 0 and "weight taken away" in out
+    ready = httpx.get(graph["url"] + "/ready", timeout=30).json()
+    assert {r["name"]: r["reason"] for r in ready["releases"]}["C"]
