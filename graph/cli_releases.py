@@ -178,7 +178,10 @@ def _admin(ns: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     return data
 
 
-def _print_traffic(data: dict[str, Any]) -> None:
+def _print_traffic(data: dict[str, Any], changed: bool = False) -> None:
+    applied = data.get("last_change_s")
+    if changed and applied is not None:
+        print(f"applied to the running graph in {applied:.2f} s")
     print(f"revision {data.get('revision')}  stable {data.get('stable')}")
     print(f"{'RELEASE':<20} {'WEIGHT':>6} {'SHADOW':>6}  {'STATE':<10} FINGERPRINT")
     for r in data.get("releases", []):
@@ -196,7 +199,7 @@ def cmd_traffic_set(ns: argparse.Namespace) -> int:
     weights = parse_assignments(ns.weights)
     shadow = parse_assignments(ns.shadow or [], "shadow share")
     data = _admin(ns, "POST", "/admin/traffic", {"weights": weights, "shadow": shadow})
-    _print_traffic(data)
+    _print_traffic(data, changed=True)
     return 0
 
 
@@ -206,12 +209,12 @@ def cmd_traffic_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_release_promote(ns: argparse.Namespace) -> int:
-    _print_traffic(_admin(ns, "POST", "/admin/promote", {"release": ns.name}))
+    _print_traffic(_admin(ns, "POST", "/admin/promote", {"release": ns.name}), True)
     return 0
 
 
 def cmd_release_rollback(ns: argparse.Namespace) -> int:
-    _print_traffic(_admin(ns, "POST", "/admin/rollback", {}))
+    _print_traffic(_admin(ns, "POST", "/admin/rollback", {}), True)
     return 0
 
 

@@ -37,6 +37,7 @@ from telemetry.metrics import metrics
 from telemetry.tracing import (
     handle_wait_ms,
     record_interval,
+    release_of,
     setup_tracing,
     start_step_span,
     step_span,
@@ -79,16 +80,20 @@ class _Node:
         return {"deployment": self.node, "replica.id": self.replica_id}
 
     def _observe(
-        self, span: Span, handle_ms: float | None, batched: Batched[Any]
+        self,
+        span: Span,
+        handle_ms: float | None,
+        batched: Batched[Any],
+        release: str = "",
     ) -> Any:
-        """Record one request's waits and batch: log, metrics, span attributes
-        and wait spans."""
+        """Record one request's waits and batch: log, metrics (labelled with
+        the request's release), span attributes and wait spans."""
         info: BatchInfo = batched.info
         self.batch_log.record(info)
-        metrics().batch_size(self.node, info.size)
-        metrics().queue_wait(self.node, "batch", info.wait_ms)
+        metrics().batch_size(self.node, info.size, release)
+        metrics().queue_wait(self.node, "batch", info.wait_ms, release)
         if handle_ms is not None:
-            metrics().queue_wait(self.node, "handle", handle_ms)
+            metrics().queue_wait(self.node, "handle", handle_ms, release)
         gpu = gpu_memory_attributes()
         metrics().gpu_memory(self.node, gpu)
         if span.is_recording():
@@ -162,7 +167,7 @@ class EmbedderDeployment(_Node):
             "rag.embed", trace, {**self._attrs(), "texts": len(texts)}
         ) as span:
             batched = await self._embed_batch(Queued.now(texts))
-            return self._observe(span, handle_ms, batched)
+            return self._observe(span, handle_ms, batched, release_of(trace))
 
     @serve.batch  # size and window: batching config, set in __init__
     async def _embed_batch(
@@ -219,7 +224,7 @@ class RetrieverDeployment(_Node):
         handle_ms = handle_wait_ms(trace)
         with step_span("rag.retrieve", trace, {**self._attrs(), "top_k": k}) as span:
             batched = await self._search_batch(Queued.now((vectors, k)))
-            return self._observe(span, handle_ms, batched)
+            return self._observe(span, handle_ms, batched, release_of(trace))
 
     @serve.batch  # size and window: batching config, set in __init__
     async def _search_batch(
@@ -279,7 +284,7 @@ class RerankerDeployment(_Node):
         handle_ms = handle_wait_ms(trace)
         with step_span("rag.rerank", trace, attrs) as span:
             batched = await self._rerank_batch(Queued.now((query, passages, dense)))
-            return self._observe(span, handle_ms, batched)
+            return self._observe(span, handle_ms, batched, release_of(trace))
 
     @serve.batch  # size and window: batching config, set in __init__
     async def _rerank_batch(
@@ -343,7 +348,7 @@ class GeneratorDeployment:
         # would leak the current-span context into the consumer.
         handle_ms = handle_wait_ms(trace)
         if handle_ms is not None:
-            metrics().queue_wait(self.node, "handle", handle_ms)
+            metrics().queue_wait(self.node, "handle", handle_ms, release_of(trace))
         span = start_step_span(
             "rag.generate",
             trace,
@@ -378,11 +383,17 @@ class GeneratorDeployment:
             raise
         finally:
             ttft_ms = (first - submitted) / 1e6 if first is not None else None
-            metrics().generation(ttft_ms, gaps, final.completion_tokens if final else 0)
-            await self._finish_span(span, submitted, ttft_ms, final)
+            tokens = final.completion_tokens if final else 0
+            metrics().generation(ttft_ms, gaps, tokens, release_of(trace))
+            await self._finish_span(span, submitted, ttft_ms, final, release_of(trace))
 
     async def _finish_span(
-        self, span: Span, submitted: int, ttft_ms: float | None, final: Chunk | None
+        self,
+        span: Span,
+        submitted: int,
+        ttft_ms: float | None,
+        final: Chunk | None,
+        release: str = "",
     ) -> None:
         try:
             stats = await self.engine.stats()
@@ -393,7 +404,7 @@ class GeneratorDeployment:
             metrics().gpu_memory(self.node, gpu)
             queue_s = final.metrics.get("queue_s") if final is not None else None
             if queue_s is not None:
-                metrics().queue_wait(self.node, "engine", queue_s * 1000)
+                metrics().queue_wait(self.node, "engine", queue_s * 1000, release)
             if not span.is_recording():
                 return
             attrs: dict[str, Any] = {**gpu}

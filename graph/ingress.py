@@ -33,7 +33,7 @@ from models.generation import Chunk, GenerationRequest, SamplingOptions
 from releases.config import FaultInjection
 from releases.traffic import TrafficState
 from retrieval.types import Hit
-from telemetry.tracing import setup_tracing
+from telemetry.tracing import CURRENT_RELEASE, setup_tracing
 
 logger = logging.getLogger("ragserve.ingress")
 READINESS_TIMEOUT_S = 5.0
@@ -206,6 +206,7 @@ async def warm_up(release: LiveRelease, queries: list[str]) -> None:
     cfg = release.ctx.args.retrieval
     options = RetrievalOptions(True, cfg.top_k, cfg.top_n, cfg.rerank)
     sampling = SamplingOptions(max_tokens=1, temperature=0.0)
+    CURRENT_RELEASE.set(release.name)
     while True:
         try:
             nodes = await release.ctx.readiness()

@@ -24,6 +24,7 @@ from releases.canary import CanaryPolicy, OutcomeWindow, judge
 from releases.config import FaultInjection
 from releases.errors import TrafficError
 from releases.traffic import TrafficState
+from telemetry.tracing import CURRENT_RELEASE
 
 if TYPE_CHECKING:
     from graph.context import ServingContext
@@ -77,6 +78,8 @@ class ReleaseRouter:
         self.canary = canary
         self._apply = apply
         self._lock = asyncio.Lock()
+        #: How long the last change took to reach this replica through Serve.
+        self.last_change_s: float | None = None
         for r in releases:
             r.window = OutcomeWindow(canary.window_s)
 
@@ -133,6 +136,7 @@ class ReleaseRouter:
         s = self.state
         return {
             "revision": s.revision,
+            "last_change_s": self.last_change_s,
             "stable": s.stable,
             "history": s.history,
             "releases": [
@@ -178,6 +182,7 @@ class ReleaseRouter:
             except TrafficError as exc:
                 raise APIError(400, str(exc), code="invalid_traffic") from None
             before = self.state
+            started = time.perf_counter()
             if self._apply is None:
                 self.state = new
             else:
@@ -189,6 +194,7 @@ class ReleaseRouter:
                     await asyncio.sleep(0.02)
                 if self.state.revision < new.revision:
                     raise APIError(503, "the new weights did not arrive within 30 s")
+            self.last_change_s = time.perf_counter() - started
             if self._on_change is not None:
                 self._on_change(
                     action,
@@ -235,6 +241,7 @@ def select(ctx: ServingContext, request: Request, user: str | None = None) -> An
     choice = ctx.router.choose(request, user)
     request.state.release = choice.release
     request.state.shadow = choice.shadow
+    CURRENT_RELEASE.set(choice.release.name)  # carried to the step deployments
     return choice.release.ctx
 
 
@@ -274,6 +281,7 @@ async def _shadow(
     from telemetry.metrics import metrics
     from telemetry.tracing import tracer
 
+    CURRENT_RELEASE.set(shadow.name)  # this task's own copy of the context
     started = time.perf_counter()
     ttft_ms: float | None = None
     status = 200

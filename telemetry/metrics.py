@@ -1,7 +1,8 @@
 """Prometheus metrics through Ray Serve's metrics API (exported by Ray's agent).
 
 Each metric carries Serve's own `deployment`, `replica` and `application`
-tags, so dashboards and autoscaling policies can split by node. Outside a Serve
+tags, and the `release` the request was routed to, so dashboards and
+autoscaling policies can split by node and by release. Outside a Serve
 replica (unit tests, `ragserve ask`) recording is a no-op.
 """
 
@@ -37,29 +38,37 @@ class Metrics:
                     self._disabled = True
         return self._metrics
 
-    def queue_wait(self, node: str, kind: str, wait_ms: float) -> None:
+    def queue_wait(
+        self, node: str, kind: str, wait_ms: float, release: str = ""
+    ) -> None:
         """A request's wait: kind is `batch`, `handle` or `engine`."""
         m = self._get()
         if m:
-            m["queue_wait"].observe(wait_ms, tags={"node": node, "queue": kind})
+            tags = {"node": node, "queue": kind, "release": release}
+            m["queue_wait"].observe(wait_ms, tags=tags)
 
-    def batch_size(self, node: str, size: int) -> None:
+    def batch_size(self, node: str, size: int, release: str = "") -> None:
         m = self._get()
         if m:
-            m["batch_size"].observe(size, tags={"node": node})
+            m["batch_size"].observe(size, tags={"node": node, "release": release})
 
     def generation(
-        self, ttft_ms: float | None, itl_ms: list[float], completion_tokens: int
+        self,
+        ttft_ms: float | None,
+        itl_ms: list[float],
+        completion_tokens: int,
+        release: str = "",
     ) -> None:
         m = self._get()
         if not m:
             return
+        tags = {"release": release}
         if ttft_ms is not None:
-            m["ttft"].observe(ttft_ms)
+            m["ttft"].observe(ttft_ms, tags=tags)
         for gap in itl_ms:
-            m["itl"].observe(gap)
+            m["itl"].observe(gap, tags=tags)
         if completion_tokens:
-            m["tokens"].inc(completion_tokens)
+            m["tokens"].inc(completion_tokens, tags=tags)
 
     def gpu_memory(self, node: str, attrs: dict[str, int]) -> None:
         m = self._get()
@@ -106,27 +115,30 @@ def _create() -> dict[str, Any]:
             "ragserve_queue_wait_ms",
             description="Time a request waited before its step ran, by queue.",
             boundaries=_MS_BOUNDARIES,
-            tag_keys=("node", "queue"),
+            tag_keys=("node", "queue", "release"),
         ),
         "batch_size": metrics.Histogram(
             "ragserve_batch_size",
             description="Size of the batch each request landed in.",
             boundaries=_SIZE_BOUNDARIES,
-            tag_keys=("node",),
+            tag_keys=("node", "release"),
         ),
         "ttft": metrics.Histogram(
             "ragserve_time_to_first_token_ms",
             description="Generator: time to the first token.",
             boundaries=_MS_BOUNDARIES,
+            tag_keys=("release",),
         ),
         "itl": metrics.Histogram(
             "ragserve_inter_token_latency_ms",
             description="Generator: gap between streamed chunks.",
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+            tag_keys=("release",),
         ),
         "tokens": metrics.Counter(
             "ragserve_generated_tokens_total",
             description="Completion tokens generated (rate() gives tokens/s).",
+            tag_keys=("release",),
         ),
         "gpu_memory": metrics.Gauge(
             "ragserve_gpu_memory_bytes",

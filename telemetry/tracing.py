@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -33,6 +34,11 @@ _configured: dict[str, Any] = {}
 #: Key in a carrier dict holding the caller's wall clock (ns) at send time, so
 #: the callee can draw the handle/router queue wait as a span of its own.
 SENT_AT = "x-ragserve-sent-at-ns"
+#: Key in a carrier dict naming the release a request was routed to, so the
+#: step deployments (shared by releases) label their series with it.
+RELEASE_KEY = "x-ragserve-release"
+#: The release of the request being handled in this task (set by the ingress).
+CURRENT_RELEASE: ContextVar[str | None] = ContextVar("ragserve_release", default=None)
 
 
 def resolve_endpoint(config: TelemetryConfig) -> tuple[str | None, str]:
@@ -142,7 +148,15 @@ def inject(span: Span | None = None) -> dict[str, str]:
     ctx = trace.set_span_in_context(span) if span is not None else None
     _PROPAGATOR.inject(carrier, context=ctx)
     carrier[SENT_AT] = str(time.time_ns())
+    release = CURRENT_RELEASE.get()
+    if release:
+        carrier[RELEASE_KEY] = release
     return carrier
+
+
+def release_of(carrier: Mapping[str, str] | None) -> str:
+    """The release a carrier names ("" when none)."""
+    return (carrier or {}).get(RELEASE_KEY, "")
 
 
 def extract(carrier: Mapping[str, str] | None) -> otel_context.Context | None:

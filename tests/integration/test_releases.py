@@ -110,7 +110,8 @@ def test_shared_deployments_and_listing(graph: dict[str, Any]) -> None:
     assert [n for n in nodes if n.startswith("embedder")] == ["embedder"]
     assert len([n for n in nodes if n.startswith("retriever")]) == 2
     rss = rg.tree_rss_mib(graph["proc"].pid)
-    print(f"\n[deployments: {nodes}; graph RSS {rss:.0f} MiB]")
+    replicas = {k: round(v) for k, v in rg.replica_rss_mib(graph["proc"].pid).items()}
+    print(f"\n[deployments: {nodes}; graph RSS {rss:.0f} MiB; replicas {replicas}]")
     releases = {r["name"]: r for r in ready["releases"]}
     assert {n: (r["weight"], r["state"]) for n, r in releases.items()} == {
         "A": (90, "warm"),
@@ -280,14 +281,19 @@ def _switch(
 ) -> dict:
     time.sleep(3)  # load running before the switch
     t0 = time.monotonic()
-    code, _, err = traffic(graph, *argv)
+    code, out, err = traffic(graph, *argv)
     returned = time.monotonic()
     assert code == 0, err
+    applied = float(out.split("applied to the running graph in ")[1].split()[0])
     time.sleep(3)  # and after it
     after = [r for r in load.results if r[0] > returned]
     assert after, "no request started after the switch"
     assert {r[2] for r in after} == {to}, Counter(r[2] for r in after)
-    return {"command_s": round(returned - t0, 2), "after": len(after)}
+    return {
+        "command_s": round(returned - t0, 2),
+        "applied_s": applied,
+        "after": len(after),
+    }
 
 
 def test_switch_and_rollback_under_streaming_load(graph: dict[str, Any]) -> None:
