@@ -126,8 +126,18 @@ def bound_deployments(app: Any) -> dict[str, BoundDeployment]:
             high,
         )
         for arg in (*deployment.init_args, *deployment.init_kwargs.values()):
-            if isinstance(arg, Application):
-                walk(arg)
+            visit(arg)
+
+    def visit(arg: Any) -> None:
+        # The ingress takes its nodes per release, in a dict of dicts.
+        if isinstance(arg, Application):
+            walk(arg)
+        elif isinstance(arg, dict):
+            for value in arg.values():
+                visit(value)
+        elif isinstance(arg, list | tuple):
+            for value in arg:
+                visit(value)
 
     walk(app)
     return found
