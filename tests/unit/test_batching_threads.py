@@ -108,8 +108,10 @@ def test_replicas_get_the_thread_env() -> None:
     from graph.builder import build_app
 
     app = build_app(RagServingArgs.load({}, ["models.embedder.threads=2"]))
-    # The ingress is bound to (embedder, retriever, reranker, generator, cfg).
-    nodes = app._bound_deployment._replica_config.init_args
+    # The ingress is bound to ({release: {node: deployment}}, cfg, releases).
+    routes = app._bound_deployment._replica_config.init_args[0]
+    (release,) = routes.values()
+    nodes = [release[n] for n in ("embedder", "retriever", "reranker", "generator")]
     embedder = nodes[0]._bound_deployment
     assert embedder.name == "embedder"
     env = embedder._replica_config.ray_actor_options["runtime_env"]["env_vars"]
