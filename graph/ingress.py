@@ -13,6 +13,7 @@ import logging
 import random
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import numpy as np
@@ -168,17 +169,23 @@ def release_context(
     async def rerank(
         query: str, passages: list[str], dense: list[float] | None = None
     ) -> list[float]:
-        return await call_step(
-            reranker.rerank, query, passages, dense, config=policy
-        )
+        return await call_step(reranker.rerank, query, passages, dense, config=policy)
 
-    async def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if injected.delay_ms or injected.error_rate:
+            return with_fault(request)
+        return stream_generate(generator, request, policy)
+
+    async def with_fault(request: GenerationRequest) -> AsyncIterator[Chunk]:
+        # A deliberately worse release (rehearsing the canary judge).
         if injected.delay_ms:
             await asyncio.sleep(injected.delay_ms / 1000)
         if injected.error_rate and random.random() < injected.error_rate:
             raise RuntimeError("injected fault (releases.fault.error_rate)")
-        async for chunk in stream_generate(generator, request, policy):
-            yield chunk
+        stream = stream_generate(generator, request, policy)
+        async with aclosing(stream):  # type: ignore[type-var]  # an async gen
+            async for chunk in stream:
+                yield chunk
 
     pipeline = RagPipeline(
         Steps(embed=embed, retrieve=retrieve, rerank=rerank, generate=generate),
