@@ -56,7 +56,9 @@ class ReleasesConfig(BaseModel):
     grace_period_s: float = Field(
         300.0,
         ge=0,
-        description="A release that lost all weight stays deployed this long.",
+        description="How long a release that lost all weight is to stay "
+        "deployed; today every served release stays deployed (and warm, so "
+        "a rollback is instant) until the graph is redeployed without it.",
     )
     canary: CanaryPolicy = Field(
         default_factory=CanaryPolicy, description="Automatic canary judgement."

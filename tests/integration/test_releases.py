@@ -3,8 +3,9 @@ and a rollback under streaming load, a canary judged worse and cut, and every
 answer naming its release (header, system_fingerprint, trace, metrics).
 
 The graph runs as a user runs it: `ragserve serve --release A --release B
---release C` in its own process and Ray cluster; `ragserve traffic` and
-`ragserve release` drive it over HTTP on 127.0.0.1.
+--release C` in its own process and Ray cluster (`own_cluster`: before the
+session graph starts, so the two never share the CPUs); `ragserve traffic`
+and `ragserve release` drive it over HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.integration import releases_graph as rg
 from tests.integration.conftest import free_port
 from tests.otlp_receiver import OTLPReceiver
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.own_cluster, pytest.mark.slow]
 
 RETRIEVE = {"query": "lighthouse keeper", "top_k": 1, "rerank": False}
 
