@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from fastapi import Depends, Request
@@ -45,6 +45,8 @@ class ServingContext:
     api_keys: frozenset[str] = frozenset()
     #: The live releases and weights; None serves `pipeline` alone (tests).
     router: ReleaseRouter | None = None
+    # graph.tenancy.TenantGate: tenant keys, limits, audit; None: api_keys only.
+    gate: Any = None
 
 
 def get_ctx(request: Request) -> ServingContext:

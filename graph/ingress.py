@@ -25,11 +25,13 @@ from graph.config import RagServingArgs
 from graph.context import ServingContext, api_keys, model_names
 from graph.deployments import replica_id
 from graph.handles import call_step, stream_generate
+from graph.ledger_actor import ActorLedger
 from graph.pipeline import RagPipeline, RetrievalOptions, Steps
 from graph.prompts import get_template
 from graph.release_router import LiveRelease, ReleaseRouter
 from graph.resilience import name_missing, replica_lost
 from graph.serve_config import apply_ingress_user_config
+from graph.tenancy import TenantGate
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from releases.config import FaultInjection
 from releases.traffic import TrafficState
@@ -53,6 +55,9 @@ class IngressDeployment:
     ) -> None:
         setup_tracing(args.telemetry, "ingress", replica_id())
         self.args = args
+        # Tenants: keys, limits shared through one ledger actor, fair share
+        # in front of the generator, audit of every request (graph.tenancy).
+        self.gate = TenantGate(args, ActorLedger(args), api_keys(args), replica_id())
         self._nodes = {
             h.deployment_name: h for nodes in routes.values() for h in nodes.values()
         }
@@ -61,7 +66,10 @@ class IngressDeployment:
                 name=r["name"],
                 id=r["id"],
                 ctx=release_context(
-                    routes[r["name"]], RagServingArgs.load(r["args"]), r["fault"]
+                    routes[r["name"]],
+                    RagServingArgs.load(r["args"]),
+                    r["fault"],
+                    self.gate,
                 ),
                 fault=FaultInjection.model_validate(r["fault"]),
             )
@@ -83,9 +91,16 @@ class IngressDeployment:
             readiness=self.readiness,
             api_keys=api_keys(args),
             router=self.router,
+            gate=self.gate,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._audit_log: Any = None
+
+    def __del__(self) -> None:
+        # Serve calls this on a graceful replica shutdown: write out what the
+        # audit log and completion records still hold in their queues.
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.close()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.ctx)
@@ -114,12 +129,7 @@ class IngressDeployment:
         self, action: str, actor: str, before: dict[str, Any], after: dict[str, Any]
     ) -> None:
         # Written off the request path by the audit log's own thread.
-        if self._audit_log is None:
-            from tenants.audit import AuditLog
-            from tenants.config import resolve_audit_path
-
-            self._audit_log = AuditLog(resolve_audit_path(self.args.tenants.audit_log))
-        self._audit_log.admin(actor, action, before, after)
+        self.gate.audit.admin(actor, action, before, after)
 
     async def readiness(self) -> dict[str, str]:
         return await nodes_readiness(self._nodes)
@@ -146,7 +156,10 @@ async def nodes_readiness(nodes: dict[str, Any]) -> dict[str, str]:
 
 
 def release_context(
-    handles: dict[str, Any], args: RagServingArgs, fault: dict[str, Any]
+    handles: dict[str, Any],
+    args: RagServingArgs,
+    fault: dict[str, Any],
+    gate: TenantGate | None = None,
 ) -> ServingContext:
     """One release's pipeline over its nodes' handles. Each hop carries the
     W3C context (and the send time) explicitly, so the step spans join the
@@ -187,6 +200,9 @@ def release_context(
             async for chunk in stream:
                 yield chunk
 
+    if gate is not None:  # fair-share slot, tokens charged as they stream
+        generate = gate.meter(generate)  # type: ignore[assignment]
+        embed_with_usage = gate.meter_embed(embed_with_usage)  # type: ignore[assignment]
     pipeline = RagPipeline(
         Steps(embed=embed, retrieve=retrieve, rerank=rerank, generate=generate),
         get_template(args.retrieval.prompt_template),

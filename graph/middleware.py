@@ -63,6 +63,10 @@ def root_span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 async def _answer(
     request: Request, call_next: Any, ctx: ServingContext, rid: str
 ) -> Response:
+    if ctx.gate is not None:  # tenants: keys, limits, audit (graph.tenancy)
+        return await ctx.gate.serve(
+            request, lambda: _call(request, call_next, rid), rid
+        )
     if not authorized(request, ctx.api_keys):
         return error_response(
             APIError(
@@ -72,6 +76,10 @@ async def _answer(
             ),
             rid,
         )
+    return await _call(request, call_next, rid)
+
+
+async def _call(request: Request, call_next: Any, rid: str) -> Response:
     try:
         response: Response = await call_next(request)
     except Exception as exc:

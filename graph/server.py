@@ -114,6 +114,8 @@ def run_until_signal(args: RagServingArgs, address: str | None = None) -> None:
 
 
 def ready_banner(url: str, args: RagServingArgs, elapsed_s: float) -> str:
+    from graph.tenancy import access_note
+
     model = args.models.generator.served_name()
     auth = (
         ' -H "Authorization: Bearer $RAGSERVE_API_KEY"' if args.server.api_keys else ""
@@ -137,4 +139,5 @@ for chunk in stream:
 PY
 
 Readiness: {url}/ready   Models: {url}/v1/models   Stop: Ctrl-C
+{access_note(args)}
 """

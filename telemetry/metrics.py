@@ -103,6 +103,35 @@ class Metrics:
         if m:
             m["kv_cache"].set(usage)
 
+    def tenant_request(
+        self, tenant: str, route: str, status: int, latency_ms: float
+    ) -> None:
+        """One answered request (label `tenant`: configured names only)."""
+        m = self._get()
+        if not m:
+            return
+        tags = {"tenant": tenant, "route": route, "status": str(status)}
+        m["requests"].inc(1, tags=tags)
+        m["latency"].observe(latency_ms, tags={"tenant": tenant, "route": route})
+
+    def tenant_tokens(self, tenant: str, prompt: int, completion: int) -> None:
+        m = self._get()
+        if not m:
+            return
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n > 0:
+                m["tenant_tokens"].inc(n, tags={"tenant": tenant, "kind": kind})
+
+    def rate_limited(self, tenant: str, code: str) -> None:
+        m = self._get()
+        if m:
+            m["rate_limited"].inc(1, tags={"tenant": tenant, "code": code})
+
+    def feedback(self, release: str, rating: int) -> None:
+        m = self._get()
+        if m:
+            m["feedback"].inc(1, tags={"release": release, "rating": str(rating)})
+
 
 def _create() -> dict[str, Any]:
     import ray
@@ -167,6 +196,33 @@ def _create() -> dict[str, Any]:
         "kv_cache": metrics.Gauge(
             "ragserve_kv_cache_usage",
             description="Generator: fraction of the KV cache in use.",
+        ),
+        "requests": metrics.Counter(
+            "ragserve_requests_total",
+            description="Answered requests by tenant, route and status.",
+            tag_keys=("tenant", "route", "status"),
+        ),
+        "latency": metrics.Histogram(
+            "ragserve_request_latency_ms",
+            description="Request latency at the ingress (to the last byte).",
+            boundaries=_MS_BOUNDARIES,
+            tag_keys=("tenant", "route"),
+        ),
+        "tenant_tokens": metrics.Counter(
+            "ragserve_tenant_tokens_total",
+            description="Tokens by tenant: prompt (with retrieved context) and "
+            "completion.",
+            tag_keys=("tenant", "kind"),
+        ),
+        "rate_limited": metrics.Counter(
+            "ragserve_rate_limited_total",
+            description="Requests refused with 429, by tenant and code.",
+            tag_keys=("tenant", "code"),
+        ),
+        "feedback": metrics.Counter(
+            "ragserve_feedback_total",
+            description="User feedback on completions by release and rating.",
+            tag_keys=("release", "rating"),
         ),
     }
 

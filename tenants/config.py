@@ -72,9 +72,6 @@ class TenantsConfig(BaseModel):
         description="Audit log (JSON Lines); null: $RAGSERVE_AUDIT_LOG, else "
         "audit.jsonl under the user data dir.",
     )
-    audit_content: bool = Field(
-        False, description="Also record prompts and answers in the audit log."
-    )
     refresh_s: float = Field(
         0.25,
         gt=0,

@@ -174,10 +174,11 @@ class RateLimiter:
         return out
 
     def charge(self, lease: str, tokens: int, now: float) -> str | None:
-        """Count `tokens` more for the lease's tenant (as they stream); returns
-        the tenant, or None for an unknown (finished or expired) lease."""
+        """Count `tokens` more for the lease's tenant (negative: a refund when
+        the final count is lower than what was counted while streaming).
+        Returns the tenant, or None for an unknown (finished or expired) lease."""
         held = self._leases.get(lease)
-        if held is None or tokens <= 0:
+        if held is None or tokens == 0:
             return held.tenant if held else None
         held.tokens += tokens
         w = self._window(held.tenant, now)

@@ -3,6 +3,7 @@ writes them in batches; `close()` (shutdown, SIGTERM) drains everything."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -36,6 +37,8 @@ class BackgroundWriter:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        # An orderly interpreter exit writes the queue out too.
+        atexit.register(self.close)
 
     def put(self, item: Any) -> None:
         """Enqueue; never blocks, never raises for a full queue."""

@@ -1,6 +1,14 @@
 """The API's routers, one module per endpoint family (vLLM's layout)."""
 
-from graph.routes import admin, chat, completions, embeddings, health, retrieval
+from graph.routes import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    feedback,
+    health,
+    retrieval,
+)
 
 ROUTERS = [
     health.router,
@@ -9,4 +17,5 @@ ROUTERS = [
     embeddings.router,
     retrieval.router,
     admin.router,
+    feedback.router,
 ]

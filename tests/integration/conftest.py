@@ -79,6 +79,11 @@ def graph_args(
             "embedder": {"max_ongoing_requests": 16, "max_queued_requests": 16},
         },
         "server": {"host": "127.0.0.1", "port": port},
+        # A private tenant store (empty: the API stays open) and audit log.
+        "tenants": {
+            "db": f"sqlite:///{index_dir.parent / 'tenants.db'}",
+            "audit_log": str(index_dir.parent / "audit.jsonl"),
+        },
     }
 
 

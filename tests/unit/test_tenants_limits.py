@@ -124,3 +124,26 @@ def test_vtc_cancel_while_queued_frees_nothing_twice() -> None:
     assert fs.done("a-0") == ["b-1"]
     assert fs.done("a-0") == []
     assert fs.running == 1
+
+
+async def test_ledger_queues_fairly_and_refuses_past_max_queued() -> None:
+    import asyncio
+
+    from tenants.ledger import Ledger
+
+    ledger = Ledger(slots=1, max_queued=1)
+    unlimited: dict = {}
+    a1 = (await ledger.admit("a", unlimited))["lease"]
+    a2 = (await ledger.admit("a", unlimited))["lease"]
+    b1 = (await ledger.admit("b", unlimited))["lease"]
+    assert await ledger.acquire(a1, 1.0) == "ok"
+    ledger.charge(a1, 100, 50)  # a has been served a lot
+    waiting = asyncio.ensure_future(ledger.acquire(b1, 1.0))
+    await asyncio.sleep(0)
+    assert await ledger.acquire(a2, 1.0) == "full"  # one already queued
+    assert not waiting.done()
+    ledger.release_slot(a1)
+    assert await waiting == "ok"
+    assert ledger.stats()["running"] == 1
+    ledger.finish(b1)
+    assert ledger.stats()["running"] == 0

@@ -1,0 +1,288 @@
+"""`python -m load_tests.tenants_bench`: tenants on a real graph, over HTTP only.
+
+Starts the graph (`load_tests.graph_server`, two ingress replicas) with a
+private tenant store, adds tenants with the `ragserve tenant` CLI, and
+measures:
+
+1. fair share: tenant B's time to first token with 1 stream, alone and next
+   to tenant A's 16 streams; A's tokens/s alone and next to B;
+2. limits over a real minute: a tenant at `--rpm 60` sent 5 requests/s for
+   two minutes; the most admitted in any rolling 60 s;
+3. the gate's cost: latency of a trivial `/v1/models` with key, limits and
+   audit against `/health`, which passes no gate.
+
+Writes `results.json` and `results.md` under `load_tests/results/tenants-<time>/`.
+
+    python -m load_tests.tenants_bench --index ~/.cache/ragserve/index/docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from load_tests.sse import SSEParser, read_event
+
+QUESTION = "How does ragserve batch requests?"
+
+
+def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
+    generator: dict[str, Any] = {"default_max_tokens": ns.max_tokens}
+    if ns.model:
+        generator["model"] = ns.model
+    return {
+        "models": {"generator": generator},
+        "retrieval": {"index_dir": str(ns.index)},
+        "deployments": {"ingress": {"num_replicas": 2}},
+        "server": {"host": "127.0.0.1", "port": port},
+        "tenants": {
+            "db": f"sqlite:///{tmp / 'tenants.db'}",
+            "audit_log": str(tmp / "audit.jsonl"),
+            "fair_share": {"max_inflight": ns.slots},
+        },
+    }
+
+
+def _add_tenant(cfg: Path, name: str, *flags: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "graph.cli", "tenant", "add", name, *flags,
+         "--config", str(cfg)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+async def _stream(
+    client: httpx.AsyncClient, key: str, max_tokens: int
+) -> tuple[float | None, int]:
+    """One streaming chat: (time to first token in s, completion tokens)."""
+    body = {
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+    }
+    started, ttft, tokens = time.perf_counter(), None, 0
+    parser = SSEParser()
+    headers = {"Authorization": f"Bearer {key}"}
+    async with client.stream(
+        "POST", "/v1/chat/completions", json=body, headers=headers
+    ) as r:
+        if r.status_code != 200:
+            await r.aread()
+            return None, 0
+        async for raw in r.aiter_bytes():
+            for data in parser.feed(raw):
+                ev = read_event(data)
+                if ev.text and ttft is None:
+                    ttft = time.perf_counter() - started
+                if ev.usage:
+                    tokens = int(ev.usage.get("completion_tokens", 0))
+    return ttft, tokens
+
+
+async def _tenant_load(
+    url: str, key: str, streams: int, seconds: float, max_tokens: int
+) -> dict[str, Any]:
+    ttfts: list[float] = []
+    tokens = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+
+        async def worker() -> None:
+            nonlocal tokens
+            while time.perf_counter() < deadline:
+                ttft, n = await _stream(client, key, max_tokens)
+                if ttft is not None:
+                    ttfts.append(ttft)
+                tokens += n
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(streams)))
+        elapsed = time.perf_counter() - started
+    return {
+        "streams": streams,
+        "requests": len(ttfts),
+        "ttft_p50_s": _pct(ttfts, 50),
+        "ttft_p95_s": _pct(ttfts, 95),
+        "tokens_per_s": tokens / elapsed,
+    }
+
+
+def _pct(values: list[float], q: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def _fair_share(url: str, keys: dict[str, str], ns: argparse.Namespace) -> dict:
+    s, m = ns.phase_s, ns.max_tokens
+    b_alone = await _tenant_load(url, keys["B"], 1, s, m)
+    a_alone = await _tenant_load(url, keys["A"], 16, s, m)
+    a_both, b_both = await asyncio.gather(
+        _tenant_load(url, keys["A"], 16, s, m), _tenant_load(url, keys["B"], 1, s, m)
+    )
+    b_ratio = (b_both["ttft_p95_s"] or 0) / (b_alone["ttft_p95_s"] or 1)
+    a_floor = 0.8 * a_alone["tokens_per_s"] - b_both["tokens_per_s"]
+    return {
+        "B_alone": b_alone,
+        "A_alone": a_alone,
+        "A_with_B": a_both,
+        "B_with_A": b_both,
+        "B_p95_ttft_ratio": b_ratio,
+        "B_ok": b_ratio <= 1.5,
+        "A_tokens_floor": a_floor,
+        "A_ok": a_both["tokens_per_s"] >= a_floor,
+    }
+
+
+async def _rpm_minute(url: str, key: str, seconds: float, rate: float) -> dict:
+    sent: list[tuple[float, int, dict[str, str]]] = []
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(i / rate)
+            at = time.time()
+            r = await client.get("/v1/models", headers=headers)
+            sent.append((at, r.status_code, dict(r.headers)))
+
+        await asyncio.gather(*(one(i) for i in range(int(seconds * rate))))
+    ok = sorted(at for at, status, _ in sent if status == 200)
+    refused = [h for _, status, h in sent if status == 429]
+    worst = max((sum(1 for x in ok if a <= x < a + 60) for a in ok), default=0)
+    return {
+        "sent": len(sent),
+        "admitted": len(ok),
+        "refused_429": len(refused),
+        "max_admitted_in_any_60s": worst,
+        "all_429_have_headers": all(
+            "retry-after" in h and "x-ratelimit-remaining-requests" in h
+            for h in refused
+        ),
+    }
+
+
+async def _overhead(url: str, key: str, n: int = 200) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for name, path, headers in (
+            ("health_no_gate", "/health", {}),
+            ("models_gated", "/v1/models", {"Authorization": f"Bearer {key}"}),
+        ):
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                await client.get(path, headers=headers)
+                times.append((time.perf_counter() - t) * 1000)
+            out[f"{name}_p50_ms"] = statistics.median(times)
+    out["gate_cost_p50_ms"] = out["models_gated_p50_ms"] - out["health_no_gate_p50_ms"]
+    return out
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    fs, rpm, ov = res["fair_share"], res["rpm"], res["overhead"]
+    rows = ["| phase | streams | requests | TTFT p50 s | TTFT p95 s | tokens/s |",
+            "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name in ("B_alone", "A_alone", "A_with_B", "B_with_A"):
+        p = fs[name]
+        rows.append(
+            f"| {name} | {p['streams']} | {p['requests']} | "
+            f"{p['ttft_p50_s'] or 0:.2f} | {p['ttft_p95_s'] or 0:.2f} | "
+            f"{p['tokens_per_s']:.1f} |"
+        )
+    return "\n".join(
+        [
+            "# Tenants benchmark",
+            "",
+            *rows,
+            "",
+            f"B's p95 TTFT next to A / alone: {fs['B_p95_ttft_ratio']:.2f} "
+            f"(target <= 1.5: {'met' if fs['B_ok'] else 'NOT met'})",
+            f"A's tokens/s next to B: {fs['A_with_B']['tokens_per_s']:.1f}, floor "
+            f"{fs['A_tokens_floor']:.1f} ({'met' if fs['A_ok'] else 'NOT met'})",
+            "",
+            f"rpm 60 for {rpm['sent']} requests at 5/s: admitted {rpm['admitted']}, "
+            f"429 {rpm['refused_429']}, most in any rolling minute "
+            f"{rpm['max_admitted_in_any_60s']}",
+            "",
+            f"gate cost (auth + limits + audit) p50: {ov['gate_cost_p50_ms']:.2f} ms "
+            f"(/v1/models {ov['models_gated_p50_ms']:.2f} ms vs /health "
+            f"{ov['health_no_gate_p50_ms']:.2f} ms)",
+            "",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.tenants_bench")
+    parser.add_argument("--index", required=True, type=Path)
+    parser.add_argument("--model", help="generator folder (default SmolLM2)")
+    parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--phase-s", type=float, default=60.0)
+    parser.add_argument("--rpm-s", type=float, default=120.0)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--slots", type=int, default=4, help="fair-share slots")
+    parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
+    ns = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="ragserve-tenants-bench-"))
+    cfg = tmp / "config.yaml"
+    cfg.write_text(yaml.safe_dump(_config(ns, tmp, ns.port)))
+    keys = {n: _add_tenant(cfg, n) for n in ("A", "B")}
+    keys["C"] = _add_tenant(cfg, "C", "--rpm", "60")
+    ready = tmp / "ready"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "load_tests.graph_server", "--app", f"main={cfg}",
+         "--ready-file", str(ready)],
+        env={**os.environ},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{ns.port}"
+    try:
+        deadline = time.time() + 600
+        while not (ready.exists() and _ready(url)):
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit("graph did not become ready")
+            time.sleep(2)
+        results = {
+            "overhead": asyncio.run(_overhead(url, keys["A"])),
+            "rpm": asyncio.run(_rpm_minute(url, keys["C"], ns.rpm_s, 5.0)),
+            "fair_share": asyncio.run(_fair_share(url, keys, ns)),
+            "config": {"phase_s": ns.phase_s, "slots": ns.slots, "model": ns.model},
+        }
+    finally:
+        server.terminate()
+        server.wait(120)
+    out = ns.out / time.strftime("tenants-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(_markdown(results))
+    print(_markdown(results))
+    print(f"written to {out}")
+    return 0
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/ready", timeout=10).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The ledger every ingress replica shares: limits (`RateLimiter`) and fair
+share (`FairShare`) behind async methods. Plain asyncio, no Ray: the graph
+hosts one instance in a named Ray actor (`graph/ledger_actor.py`); unit tests
+and single-process servers use it directly.
+
+A request's life: `admit` (a lease or a refusal) -> `acquire` (waits for a
+generation slot while the generator is saturated) -> `charge` (tokens as they
+stream; the last call reconciles to the final usage) -> `finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from typing import Any
+
+from tenants.fairshare import FairShare
+from tenants.limits import Decision, RateLimiter
+from tenants.records import Limits
+
+
+class Ledger:
+    """Counters and the fair-share queue for all tenants."""
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        lease_timeout_s: float = 600.0,
+        slots: int = 8,
+        max_queued: int = -1,
+        prompt_token_weight: float = 1.0,
+        completion_token_weight: float = 2.0,
+    ) -> None:
+        self._limits = RateLimiter(window_s, lease_timeout_s)
+        self._fair = FairShare(slots)
+        self._max_queued = max_queued
+        self._weights = (prompt_token_weight, completion_token_weight)
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._tenant_of: dict[str, str] = {}
+
+    async def admit(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any]:
+        """A lease for one request of `tenant`, or why not (a `Decision` as a
+        dict, so it crosses process boundaries as plain data)."""
+        now = time.time()
+        for lease in self._limits.expire_leases(now):
+            self._release_slot(lease)
+        decision: Decision = self._limits.admit(tenant, Limits(**limits), now)
+        if decision.lease:
+            self._tenant_of[decision.lease] = tenant
+        return asdict(decision)
+
+    async def acquire(self, lease: str, weight: float) -> str:
+        """Wait for a generation slot (fair share by VTC). Returns "ok", "full"
+        (the queue holds `max_queued` already: the caller answers 503) or
+        "gone" (an unknown lease, or one finished while it waited)."""
+        tenant = self._tenant_of.get(lease)
+        if tenant is None:
+            return "gone"
+        queued = sum(self._fair.queued().values())
+        busy = self._fair.running >= self._fair.capacity
+        if busy and 0 <= self._max_queued <= queued:
+            return "full"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[lease] = future
+        self._wake(self._fair.request(tenant, weight, lease))
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._release_slot(lease)
+            raise
+        return "ok" if lease in self._tenant_of else "gone"
+
+    def charge(self, lease: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count tokens for the lease (negative values reconcile downwards)."""
+        tenant = self._limits.charge(
+            lease, prompt_tokens + completion_tokens, time.time()
+        )
+        if tenant is not None:
+            wp, wc = self._weights
+            self._fair.charge(tenant, wp * prompt_tokens + wc * completion_tokens)
+
+    def release_slot(self, lease: str) -> None:
+        """Generation is over (the HTTP answer may still be sending)."""
+        self._release_slot(lease)
+
+    def finish(self, lease: str) -> None:
+        """The request is over: its concurrency lease and slot are free."""
+        self._limits.finish(lease)
+        self._tenant_of.pop(lease, None)
+        self._release_slot(lease)
+
+    def _release_slot(self, lease: str) -> None:
+        future = self._waiting.pop(lease, None)
+        if future is not None and not future.done():
+            future.set_result(None)  # a waiter whose request went away
+        self._wake(self._fair.done(lease))
+
+    def _wake(self, granted: list[str]) -> None:
+        for lease in granted:
+            future = self._waiting.pop(lease, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def stats(self) -> dict[str, Any]:
+        """Fair-share counters and queues, slots in use (tests, debugging)."""
+        return {
+            "counters": self._fair.counters(),
+            "queued": self._fair.queued(),
+            "running": self._fair.running,
+            "slots": self._fair.capacity,
+        }
+
+    def usage(self, tenant: str) -> dict[str, int]:
+        return self._limits.usage(tenant, time.time())
