@@ -1,5 +1,5 @@
-"""Tenants against a real Ray Serve graph with TWO ingress replicas (its own
-app beside the session graph): limits exact across replicas (not 2x), the
+"""Tenants against a real Ray Serve graph with TWO ingress replicas (an app of
+their own over the session graph's steps): limits exact across replicas (not 2x), the
 openai client's RateLimitError, tokens counted, feedback joined to its
 completion, revocation on every replica within a second, counters surviving
 an ingress restart, and the audit log of the whole run verifying."""
@@ -34,21 +34,16 @@ def tgraph(
     tiny_llama: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
+    """Two ingress replicas of their own app, with a tenant store, in front of
+    the session graph's step deployments (no second set of models)."""
     from ray import serve
 
-    from graph.builder import build_app
     from graph.config import RagServingArgs
+    from graph.ingress import IngressDeployment
+    from graph.server import APP_NAME
 
     tmp = tmp_path_factory.mktemp("tenants")
     raw = graph_args(docs_index, tiny_llama, serve_graph["args"].server.port)
-    small = {"num_cpus": 0.01}
-    raw["deployments"] = {
-        "ingress": {"num_replicas": 2, "num_cpus": 0.01},
-        "embedder": small,
-        "retriever": small,
-        "reranker": small,
-        "generator": small,
-    }
     raw["tenants"] = {
         "db": f"sqlite:///{tmp / 'tenants.db'}",
         "audit_log": str(tmp / "audit.jsonl"),
@@ -56,12 +51,21 @@ def tgraph(
         "refresh_s": 0.25,
     }
     args = RagServingArgs.load(raw)
-    serve.run(build_app(args), name=APP, route_prefix=f"/{APP}", blocking=False)
+    steps = [
+        serve.get_deployment_handle(name, app_name=APP_NAME)
+        for name in ("embedder", "retriever", "reranker", "generator")
+    ]
+    ingress = IngressDeployment.options(  # type: ignore[attr-defined]
+        name="ingress", num_replicas=2, ray_actor_options={"num_cpus": 0.01}
+    )
+    serve.run(
+        ingress.bind(*steps, args), name=APP, route_prefix=f"/{APP}", blocking=False
+    )
     url = serve_graph["url"] + f"/{APP}"
     deadline = time.time() + 300
     with httpx.Client(base_url=url, timeout=30) as c:
         while c.get("/ready").status_code != 200:
-            assert time.time() < deadline, "tenant graph not ready in 300 s"
+            assert time.time() < deadline, "tenant ingress not ready in 300 s"
             time.sleep(1)
     store = TenantStore(raw["tenants"]["db"])
     try:
