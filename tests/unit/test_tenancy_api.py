@@ -35,7 +35,9 @@ async def _retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
     return [[Hit(0, "a.md", "ragserve batches requests", 0.9, None)]]
 
 
-async def _rerank(query: str, passages: list[str]) -> list[float]:
+async def _rerank(
+    query: str, passages: list[str], dense: list[float] | None = None
+) -> list[float]:
     return [1.0 for _ in passages]
 
 
