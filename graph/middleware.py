@@ -20,6 +20,7 @@ from opentelemetry.trace import Span
 from graph.context import ServingContext
 from graph.errors import APIError, error_response, to_api_error
 from graph.release_router import observe
+from graph.tenancy import route_of
 from telemetry.tracing import trace_id_hex, tracer
 
 ROOT_SPAN = "rag.request"
@@ -100,7 +101,7 @@ def finish(response: Response, span: Span, rid: str) -> Response:
 
 def authorized(request: Request, keys: frozenset[str]) -> bool:
     """No keys configured, a probe, or a known bearer token."""
-    if not keys or not request.url.path.startswith(("/v1/", "/admin/")):
+    if not keys or not route_of(request).startswith(("/v1/", "/admin/")):
         return True
     auth = request.headers.get("authorization", "")
     return auth.startswith("Bearer ") and auth.removeprefix("Bearer ").strip() in keys

@@ -37,6 +37,17 @@ logger = logging.getLogger("ragserve.tenants")
 CHARGE_EVERY = 16  # streamed tokens per ledger update
 RELEASE_HEADER = "x-ragserve-release"
 UNLIMITED = Limits()
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json"})
+
+
+def route_of(request: Request) -> str:
+    """The path inside the app: without Serve's route prefix (`root_path`),
+    so an app served at `/tenants` is gated exactly as one served at `/`."""
+    path = request.url.path
+    root = str(request.scope.get("root_path") or "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :] or "/"
+    return path
 
 
 @dataclass(frozen=True)
@@ -149,9 +160,9 @@ class TenantGate:
                 code="release_not_found",
             )
         span = trace.get_current_span()
-        adm = Admission(who, None, request.url.path, rid, trace_id_hex(span))
+        adm = Admission(who, None, route_of(request), rid, trace_id_hex(span))
         adm.release = release
-        if request.url.path == "/v1/feedback":
+        if adm.route == "/v1/feedback":
             return adm  # rating an answer is not another request against limits
         decision = await self.ledger.admit(who.name, asdict(who.limits))
         adm.headers = decision["headers"]
@@ -170,8 +181,10 @@ class TenantGate:
     async def serve(
         self, request: Request, answer: Callable[[], Awaitable[Response]], rid: str
     ) -> Response:
-        """Answer `request` through the gate (probes and docs pass freely)."""
-        if not request.url.path.startswith("/v1/"):
+        """Answer `request` through the gate (probes and docs pass freely;
+        everything else, unknown paths included, needs a key once tenants
+        exist)."""
+        if route_of(request) in OPEN_PATHS:
             return await answer()
         started = time.perf_counter()
         try:
@@ -236,14 +249,14 @@ class TenantGate:
         latency_ms = (time.perf_counter() - started) * 1000
         self.audit.request(
             tenant=None,
-            route=request.url.path,
+            route=route_of(request),
             status=status,
             latency_ms=round(latency_ms, 1),
             trace_id=trace_id_hex(trace.get_current_span()),
             request_id=rid,
             replica=self.replica,
         )
-        metrics().tenant_request("none", request.url.path, status, latency_ms)
+        metrics().tenant_request("none", route_of(request), status, latency_ms)
 
     def _label(self, who: Principal) -> str:
         """Metric label: configured tenants by name; everyone else by kind."""

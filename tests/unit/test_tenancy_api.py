@@ -49,7 +49,7 @@ async def _generate(request: GenerationRequest) -> AsyncIterator[Chunk]:
 
 
 class Graph:
-    def __init__(self, tmp: Path, window_s: float = 60.0) -> None:
+    def __init__(self, tmp: Path, window_s: float = 60.0, root_path: str = "") -> None:
         self.db = f"sqlite:///{tmp / 't.db'}"
         self.audit = tmp / "audit.jsonl"
         self.store = TenantStore(self.db)
@@ -85,7 +85,9 @@ class Graph:
             readiness=readiness,
             gate=self.gate,
         )
-        self.client = TestClient(create_app(ctx), raise_server_exceptions=False)
+        self.client = TestClient(
+            create_app(ctx), raise_server_exceptions=False, root_path=root_path
+        )
 
     def add(self, name: str, **limits: int) -> str:
         _, key = self.store.add(name, Limits(**limits))
@@ -218,3 +220,17 @@ def test_every_request_is_audited_without_content(graph: Graph) -> None:
     assert "hi" not in json.dumps(records)  # no prompt, no answer
     assert key not in graph.audit.read_text()
     assert verify(graph.audit).ok
+
+
+def test_gated_under_a_route_prefix(tmp_path: Path) -> None:
+    g = Graph(tmp_path, root_path="/tenants")  # as Serve mounts an app at /tenants
+    try:
+        key = g.add("acme", rpm=1)
+        assert g.chat(None).status_code == 401
+        assert g.chat(key).status_code == 200
+        assert g.chat(key).status_code == 429
+        assert g.client.get("/health").status_code == 200
+        assert g.client.get("/nope", headers={}).status_code == 401
+        assert g.records()[0]["route"] == "/v1/chat/completions"
+    finally:
+        g.gate.close()
