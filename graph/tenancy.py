@@ -199,6 +199,9 @@ class TenantGate:
         token = CURRENT.set(adm)
         try:
             response = await answer()
+        except BaseException:  # the client went away: free the lease all the same
+            self.finish(adm, 499)
+            raise
         finally:
             CURRENT.reset(token)
         response.headers.update(adm.headers)
@@ -274,28 +277,34 @@ class TenantGate:
                 async for chunk in generate(request):
                     yield chunk
                 return
-            if self.fair_share:
-                slot = await self.ledger.acquire(adm.lease, adm.principal.weight)
-                if slot == "full":  # as the generator's own queue would
-                    raise APIError(
-                        503,
-                        "The server is at capacity; retry after the indicated delay.",
-                        code="overloaded",
-                        retry_after=1,
+            try:  # the slot is given back however this ends (cancel included)
+                if self.fair_share:
+                    await self._slot(adm)
+                adm.completion_id = request.request_id
+                self._completions.put(
+                    Completion(
+                        request.request_id,
+                        adm.principal.name,
+                        adm.release,
+                        adm.trace_id,
                     )
-            adm.completion_id = request.request_id
-            self._completions.put(
-                Completion(
-                    request.request_id, adm.principal.name, adm.release, adm.trace_id
                 )
-            )
-            try:
                 async for chunk in _charged(generate(request), adm, self.ledger):
                     yield chunk
             finally:
                 self.ledger.release_slot(adm.lease)
 
         return metered
+
+    async def _slot(self, adm: Admission) -> None:
+        slot = await self.ledger.acquire(adm.lease, adm.principal.weight)
+        if slot == "full":  # as the generator's own queue would
+            raise APIError(
+                503,
+                "The server is at capacity; retry after the indicated delay.",
+                code="overloaded",
+                retry_after=1,
+            )
 
     def meter_embed(
         self, embed: Callable[[list[str]], Awaitable[Any]]
