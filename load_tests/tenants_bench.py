@@ -1,6 +1,6 @@
 """`python -m load_tests.tenants_bench`: tenants on a real graph, over HTTP only.
 
-Starts the graph (`load_tests.graph_server`, two ingress replicas) with a
+Starts the graph (`graph.bench_servers.graph_server`, two ingress replicas) with a
 private tenant store, adds tenants with the `ragserve tenant` CLI, and
 measures:
 
@@ -33,8 +33,9 @@ from typing import Any
 
 import httpx
 import yaml
+from httpx_sse import EventSource
 
-from load_tests.sse import SSEParser, read_event
+from load_tests.sse import read_event
 
 QUESTION = "How does ragserve batch requests?"
 
@@ -58,10 +59,21 @@ def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
 
 def _add_tenant(cfg: Path, name: str, *flags: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "graph.cli", "tenant", "add", name, *flags,
-         "--config", str(cfg)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "graph.cli",
+            "tenant",
+            "add",
+            name,
+            *flags,
+            "--config",
+            str(cfg),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip()
 
 
@@ -77,7 +89,6 @@ async def _stream(
         "ignore_eos": True,
     }
     started, ttft, tokens = time.perf_counter(), None, 0
-    parser = SSEParser()
     headers = {"Authorization": f"Bearer {key}"}
     async with client.stream(
         "POST", "/v1/chat/completions", json=body, headers=headers
@@ -85,13 +96,12 @@ async def _stream(
         if r.status_code != 200:
             await r.aread()
             return None, 0
-        async for raw in r.aiter_bytes():
-            for data in parser.feed(raw):
-                ev = read_event(data)
-                if ev.text and ttft is None:
-                    ttft = time.perf_counter() - started
-                if ev.usage:
-                    tokens = int(ev.usage.get("completion_tokens", 0))
+        async for sse in EventSource(r).aiter_sse():
+            ev = read_event(sse.data)
+            if ev.text and ttft is None:
+                ttft = time.perf_counter() - started
+            if ev.usage:
+                tokens = int(ev.usage.get("completion_tokens", 0))
     return ttft, tokens
 
 
@@ -198,8 +208,10 @@ async def _overhead(url: str, key: str, n: int = 200) -> dict[str, float]:
 
 def _markdown(res: dict[str, Any]) -> str:
     fs, rpm, ov = res["fair_share"], res["rpm"], res["overhead"]
-    rows = ["| phase | streams | requests | TTFT p50 s | TTFT p95 s | tokens/s |",
-            "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = [
+        "| phase | streams | requests | TTFT p50 s | TTFT p95 s | tokens/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name in ("B_alone", "A_alone", "A_with_B", "B_with_A"):
         p = fs[name]
         rows.append(
@@ -248,10 +260,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys["C"] = _add_tenant(cfg, "C", "--rpm", "60")
     ready = tmp / "ready"
     server = subprocess.Popen(
-        [sys.executable, "-m", "load_tests.graph_server", "--app", f"main={cfg}",
-         "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "graph.bench_servers.graph_server",
+            "--app",
+            f"main={cfg}",
+            "--ready-file",
+            str(ready),
+        ],
         env={**os.environ},
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{ns.port}"
     try:
         deadline = time.time() + 600
