@@ -25,7 +25,7 @@ from graph.config import RagServingArgs
 from graph.errors import APIError, error_response
 from models.generation import Chunk, GenerationRequest
 from telemetry.metrics import metrics
-from telemetry.tracing import trace_id_hex
+from telemetry.tracing import CURRENT_RELEASE, trace_id_hex
 from tenants.audit import AuditLog
 from tenants.config import resolve_audit_path, resolve_db_url
 from tenants.directory import TenantDirectory
@@ -277,6 +277,8 @@ class TenantGate:
                 async for chunk in generate(request):
                     yield chunk
                 return
+            # the release the router chose (graph.release_router), if any
+            adm.release = adm.release or CURRENT_RELEASE.get()
             try:  # the slot is given back however this ends (cancel included)
                 if self.fair_share:
                     await self._slot(adm)

@@ -111,8 +111,8 @@ class Metrics:
         if not m:
             return
         tags = {"tenant": tenant, "route": route, "status": str(status)}
-        m["requests"].inc(1, tags=tags)
-        m["latency"].observe(latency_ms, tags={"tenant": tenant, "route": route})
+        m["tenant_requests"].inc(1, tags=tags)
+        m["tenant_latency"].observe(latency_ms, tags={"tenant": tenant, "route": route})
 
     def tenant_tokens(self, tenant: str, prompt: int, completion: int) -> None:
         m = self._get()
@@ -197,14 +197,14 @@ def _create() -> dict[str, Any]:
             "ragserve_kv_cache_usage",
             description="Generator: fraction of the KV cache in use.",
         ),
-        "requests": metrics.Counter(
-            "ragserve_requests_total",
+        "tenant_requests": metrics.Counter(
+            "ragserve_tenant_requests_total",
             description="Answered requests by tenant, route and status.",
             tag_keys=("tenant", "route", "status"),
         ),
-        "latency": metrics.Histogram(
-            "ragserve_request_latency_ms",
-            description="Request latency at the ingress (to the last byte).",
+        "tenant_latency": metrics.Histogram(
+            "ragserve_tenant_request_latency_ms",
+            description="Request latency at the ingress (to the last byte), by tenant.",
             boundaries=_MS_BOUNDARIES,
             tag_keys=("tenant", "route"),
         ),

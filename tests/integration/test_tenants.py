@@ -38,9 +38,14 @@ def tgraph(
     the session graph's step deployments (no second set of models)."""
     from ray import serve
 
+    from graph.builder import _plain
     from graph.config import RagServingArgs
     from graph.ingress import IngressDeployment
+    from graph.served import load_served
     from graph.server import APP_NAME
+    from releases.traffic import TrafficState
+
+    NODES = ("embedder", "retriever", "reranker", "generator")
 
     tmp = tmp_path_factory.mktemp("tenants")
     raw = graph_args(docs_index, tiny_llama, serve_graph["args"].server.port)
@@ -51,15 +56,23 @@ def tgraph(
         "refresh_s": 0.25,
     }
     args = RagServingArgs.load(raw)
-    steps = [
-        serve.get_deployment_handle(name, app_name=APP_NAME)
-        for name in ("embedder", "retriever", "reranker", "generator")
-    ]
+    served = load_served(args)
+    routes = {
+        r.name: {n: serve.get_deployment_handle(n, app_name=APP_NAME) for n in NODES}
+        for r in served
+    }
+    traffic = TrafficState.initial([r.name for r in served])
     ingress = IngressDeployment.options(  # type: ignore[attr-defined]
-        name="ingress", num_replicas=2, ray_actor_options={"num_cpus": 0.01}
+        name="ingress",
+        num_replicas=2,
+        ray_actor_options={"num_cpus": 0.01},
+        user_config=traffic.model_dump(mode="json"),
     )
     serve.run(
-        ingress.bind(*steps, args), name=APP, route_prefix=f"/{APP}", blocking=False
+        ingress.bind(routes, args, _plain(served)),
+        name=APP,
+        route_prefix=f"/{APP}",
+        blocking=False,
     )
     url = serve_graph["url"] + f"/{APP}"
     deadline = time.time() + 300
