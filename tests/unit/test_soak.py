@@ -1,11 +1,11 @@
-"""The soak's arithmetic and probes (load_tests.soak), without a graph."""
+"""The soak's arithmetic and probes (graph.bench_servers.soak), without a graph."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from load_tests.soak import rss_mb, slope_mb_per_h, summarize_rss
+from graph.bench_servers.soak import rss_mb, slope_mb_per_h, summarize_rss
 from load_tests.soak_inputs import HOSTILE
 
 

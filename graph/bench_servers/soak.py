@@ -1,4 +1,4 @@
-"""`python -m load_tests.soak`: a long mixed load on the graph, watching for leaks.
+"""`python -m graph.bench_servers.soak`: a long mixed load on the graph, watching for leaks.
 
 Knows how to run the graph (as the Ray driver, like `graph_server`), drive it
 for a long time with the load generator (`python -m load_tests run`, its own
@@ -7,7 +7,7 @@ trickle of hostile inputs, and what to read afterwards: each replica's RSS
 over time (the replica's process and its children, e.g. vLLM's EngineCore)
 and its slope, the requests the engine still holds, status counts.
 
-    python -m load_tests.soak --config configs/cpu.yaml --index IDX \\
+    python -m graph.bench_servers.soak --config configs/cpu.yaml --index IDX \\
         --duration-s 1800 --rate 0.6 --out load_tests/results/soak
 """
 
@@ -219,7 +219,7 @@ def run_load(url: str, ns: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.soak")
+    parser = argparse.ArgumentParser(prog="python -m graph.bench_servers.soak")
     parser.add_argument("--config", type=Path, help="RagServingArgs YAML")
     parser.add_argument("--index", help="index folder (retrieval.index_dir)")
     parser.add_argument("--port", type=int, default=8011)
