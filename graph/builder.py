@@ -19,10 +19,10 @@ from ray.serve import Application
 from graph.config import RagServingArgs
 from graph.deployments import (
     EmbedderDeployment,
-    GeneratorDeployment,
     RerankerDeployment,
     RetrieverDeployment,
 )
+from graph.generator_deployment import GeneratorDeployment
 from graph.ingress import IngressDeployment
 from graph.served import ServedRelease, load_served
 from models.threads import torch_process_env

@@ -1,4 +1,4 @@
-"""`python -m graph.bench_servers.soak`: a long mixed load on the graph, watching for leaks.
+"""`python -m graph.bench_servers.soak`: a long mixed load, watching for leaks.
 
 Knows how to run the graph (as the Ray driver, like `graph_server`), drive it
 for a long time with the load generator (`python -m load_tests run`, its own
