@@ -33,6 +33,7 @@ def tgraph(
     docs_index: Path,
     tiny_llama: Path,
     tmp_path_factory: pytest.TempPathFactory,
+    otlp_receiver: Any,
 ) -> Iterator[dict[str, Any]]:
     """Two ingress replicas of their own app, with a tenant store, in front of
     the session graph's step deployments (no second set of models)."""
@@ -48,7 +49,8 @@ def tgraph(
     NODES = ("embedder", "retriever", "reranker", "generator")
 
     tmp = tmp_path_factory.mktemp("tenants")
-    raw = graph_args(docs_index, tiny_llama, serve_graph["args"].server.port)
+    port = serve_graph["args"].server.port
+    raw = graph_args(docs_index, tiny_llama, port, otlp_receiver.endpoint)
     raw["tenants"] = {
         "db": f"sqlite:///{tmp / 'tenants.db'}",
         "audit_log": str(tmp / "audit.jsonl"),
