@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from graph.cli_releases import ReleaseCLIError, add_release_commands
 from graph.cli_tenants import register as register_tenants
@@ -216,22 +217,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ragserve", description="RAG serving graph on Ray Serve."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    models = sub.add_parser("models", help="prepare the default models").add_subparsers(
-        dest="models_command", required=True
-    )
-    prepare = models.add_parser(
-        "prepare", help="convert the bundled SmolLM2 GGUF once (cached)"
-    )
-    prepare.add_argument("-q", "--quiet", action="store_true")
-    prepare.set_defaults(func=cmd_models_prepare)
-
+def _add_index_build(sub: Any) -> None:
+    """`ragserve index build`."""
     index = sub.add_parser("index", help="build document indexes").add_subparsers(
         dest="index_command", required=True
     )
@@ -252,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(build)
     build.set_defaults(func=cmd_index_build)
 
+
+def _add_ask(sub: Any) -> None:
+    """`ragserve ask`."""
     ask = sub.add_parser("ask", help="answer one question in this process (no Ray)")
     ask.add_argument("question")
     ask.add_argument("--index", help="index folder (default: retrieval.index_dir)")
@@ -269,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(ask)
     ask.set_defaults(func=cmd_ask)
 
+
+def _add_serve(sub: Any) -> None:
+    """`ragserve serve`."""
     serve = sub.add_parser("serve", help="run the graph on Ray Serve until Ctrl-C")
     serve.add_argument("--index", help="index folder (default: retrieval.index_dir)")
     serve.add_argument("--model", help="generator model folder or hub id")
@@ -288,6 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(serve)
     serve.set_defaults(func=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragserve", description="RAG serving graph on Ray Serve."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="prepare the default models").add_subparsers(
+        dest="models_command", required=True
+    )
+    prepare = models.add_parser(
+        "prepare", help="convert the bundled SmolLM2 GGUF once (cached)"
+    )
+    prepare.add_argument("-q", "--quiet", action="store_true")
+    prepare.set_defaults(func=cmd_models_prepare)
+
+    _add_index_build(sub)
+    _add_ask(sub)
+    _add_serve(sub)
 
     tr = sub.add_parser("trace", help="print one request's trace from Jaeger")
     tr.add_argument("trace_id", help="the x-trace-id a response carried")
