@@ -51,10 +51,17 @@ class BatchInfo:
 
 @dataclass(frozen=True)
 class Batched(Generic[R]):
-    """A request's result and its batch info."""
+    """A request's result (or the error its own input raised) and its batch info."""
 
-    result: R
+    result: R | None
     info: BatchInfo
+    error: BaseException | None = None
+
+    def value(self) -> R:
+        """The result, or this request's own error raised."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
 
 
 def run_batch(
@@ -77,7 +84,16 @@ def run_batch(
         One `Batched` per item, in order.
     """
     started = time.perf_counter()
-    results = fn([item.payload for item in items])
+    payloads = [item.payload for item in items]
+    errors: list[BaseException | None] = [None] * len(items)
+    try:
+        results: list[R | None] = list(fn(payloads))
+    except Exception:
+        if len(items) == 1:
+            raise
+        # One bad input must not fail the requests that shared its batch:
+        # run each alone, so only the culprit gets the error.
+        results, errors = _one_by_one(fn, payloads)
     if len(results) != len(items):
         raise RuntimeError(
             f"batch function returned {len(results)} results for {len(items)} items"
@@ -92,9 +108,26 @@ def run_batch(
                 run_ms=run_ms,
                 enqueued_wall_ns=item.enqueued_wall_ns,
             ),
+            error,
         )
-        for item, result in zip(items, results, strict=True)
+        for item, result, error in zip(items, results, errors, strict=True)
     ]
+
+
+def _one_by_one(
+    fn: Callable[[list[T]], list[R]], payloads: list[T]
+) -> tuple[list[R | None], list[BaseException | None]]:
+    results: list[R | None] = []
+    errors: list[BaseException | None] = []
+    for payload in payloads:
+        try:
+            (result,) = fn([payload])
+            results.append(result)
+            errors.append(None)
+        except Exception as exc:
+            results.append(None)
+            errors.append(exc)
+    return results, errors
 
 
 class BatchLog:

@@ -114,7 +114,7 @@ class _Node:
                 parent=span,
                 attributes={"batch.size": info.size, **gpu},
             )
-        return batched.result
+        return batched.value()
 
     async def stats(self) -> dict[str, Any]:
         """Batch sizes and queue waits seen by this replica."""

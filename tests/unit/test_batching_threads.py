@@ -132,3 +132,24 @@ def test_embed_with_counts_tokenizes_once_and_matches_embed(default_embedder) ->
     assert default_embedder.embed_with_counts(many)[1] == (
         default_embedder.count_tokens(many)
     )
+
+
+def test_one_bad_input_fails_only_its_own_request(default_embedder) -> None:
+    # A lone surrogate cannot be encoded by the real embedder's tokenizer: the
+    # request carrying it fails, its batch-mates still get their vectors.
+    items = [Queued.now(["ragserve batches"]), Queued.now(["a\ud800b"])]
+    items.append(Queued.now(["and streams"]))
+
+    def embed_flat(batch: list[list[str]]) -> list:
+        # One forward pass over every text of the batch, as the deployment does.
+        vectors = default_embedder.embed([t for texts in batch for t in texts])
+        return [vectors[i : i + 1] for i in range(len(batch))]
+
+    out = run_batch(items, embed_flat)
+    assert {b.info.size for b in out} == {3}
+    assert out[0].value().shape == (1, default_embedder.dimension)
+    assert out[2].value().shape == (1, default_embedder.dimension)
+    with pytest.raises(TypeError):  # what the tokenizer raises for it
+        out[1].value()
+    with pytest.raises(ZeroDivisionError):  # a batch of one still raises as before
+        run_batch([Queued.now(1)], lambda xs: [1 / 0 for _ in xs])
