@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batching.config import BatchingConfig
+from graph.limits_config import LimitsConfig
 from graph.resilience_config import ResilienceConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from releases.config import ReleasesConfig
@@ -270,6 +271,10 @@ class RagServingArgs(_Section):
     resilience: ResilienceConfig = Field(
         default_factory=ResilienceConfig,
         description="Request deadlines and retries of idempotent steps.",
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="What one request may hold; checked before any model work.",
     )
 
     @model_validator(mode="after")

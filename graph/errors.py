@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import (
     EngineDeadError,
+    InvalidRequestError,
     ModelError,
     ModelNotFoundError,
     PromptTooLongError,
@@ -57,17 +58,22 @@ class APIError(Exception):
         self.retry_after = retry_after
 
 
+def _encodable(text: str) -> str:
+    """Escape what UTF-8 cannot hold (a lone surrogate echoed from a JSON key)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {
         "error": {
-            "message": message,
+            "message": _encodable(message),
             "type": _TYPES.get(
                 status,
                 "invalid_request_error" if status < 500 else "internal_server_error",
             ),
-            "param": param,
+            "param": None if param is None else _encodable(param),
             "code": code,
         }
     }
@@ -136,6 +142,8 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
         )
     if isinstance(cause, ModelNotFoundError):
         return APIError(404, str(cause), param="model", code="model_not_found")
+    if isinstance(cause, InvalidRequestError):
+        return APIError(400, str(cause), param=cause.param, code="invalid_value")
     if isinstance(cause, ModelError):
         return APIError(400, str(cause))
     if is_overload(cause):
@@ -169,8 +177,44 @@ def _replica_lost(exc: BaseException) -> bool:
     return replica_lost(exc)
 
 
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic names the union member that failed (`str`, `list[TextPart]`,
+    `function-after[...]`, `RerankDocument`); field names are lowercase."""
+    return isinstance(part, str) and (
+        "[" in part or part in ("str", "int", "float", "bool") or part[:1].isupper()
+    )
+
+
+_TYPE_MISMATCH = frozenset(
+    {"string_type", "list_type", "model_type", "dict_type", "int_type", "float_type"}
+)
+
+
+def _union_branch(err: Any) -> tuple[Any, ...] | None:
+    loc = tuple(err.get("loc", ()))
+    for i, part in enumerate(loc):
+        if _is_union_tag(part):
+            return loc[:i]
+    return None
+
+
+def _relevant(errors: list[Any]) -> list[Any]:
+    """Of a union field's failed members, drop "wrong type" errors when another
+    member matched the input's type and failed on its value."""
+    informative = {
+        _union_branch(e)
+        for e in errors
+        if _union_branch(e) is not None and e.get("type") not in _TYPE_MISMATCH
+    }
+    return [
+        e
+        for e in errors
+        if not (e.get("type") in _TYPE_MISMATCH and _union_branch(e) in informative)
+    ]
+
+
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [str(p) for p in loc if p != "body" and not _is_union_tag(p)]
     return ".".join(parts) or None
 
 
@@ -185,7 +229,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(
         request: Request, exc: RequestValidationError
     ) -> JSONResponse:
-        errors = exc.errors()
+        errors = _relevant(list(exc.errors()))
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             return error_response(
@@ -193,8 +237,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 getattr(request.state, "request_id", None),
             )
         messages = []
+        seen: set[str | None] = set()
         for err in errors:
             where = _param_from_loc(tuple(err.get("loc", ())))
+            if where in seen:  # another member of the same union: say it once
+                continue
+            seen.add(where)
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
             if err.get("type") == "extra_forbidden":
                 msg = "unknown or unsupported field"

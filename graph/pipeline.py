@@ -126,9 +126,12 @@ class RagPipeline:
         trace_headers: dict[str, str] | None,
     ) -> AsyncIterator[Chunk]:
         """Steps 4-5. Retrieved context is ours to trim; the conversation is
-        not: when the prompt does not fit, drop the weakest chunk and retry
-        (the engine refuses before generating, so a retry costs a
-        tokenization); with no chunk left the error reaches the client."""
+        not. When the prompt does not fit, the engine's one count says by how
+        many tokens (it refuses before generating); the weakest chunks that
+        free that many are dropped at once (`_chunks_to_keep`) and the prompt
+        is rendered again, so a long conversation is not re-tokenized once per
+        chunk. When no chunk is left to drop, or dropping all of them cannot
+        free enough, the error reaches the client without another count."""
         while True:
             request = GenerationRequest(
                 request_id=request_id,
@@ -142,9 +145,13 @@ class RagPipeline:
             except StopAsyncIteration:
                 return
             except Exception as exc:
-                if not hits or not _is_prompt_too_long(exc):
+                too_long = _prompt_too_long(exc)
+                if too_long is None or not hits:
                     raise
-                hits.pop()  # the caller's citations list: keep them in step
+                keep = _chunks_to_keep(request.messages or [], hits, too_long)
+                if keep is None:
+                    raise
+                del hits[keep:]  # the caller's citations list: keep them in step
                 continue
             break
         try:
@@ -177,11 +184,40 @@ def rerank_hits(hits: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
     ]
 
 
-def _is_prompt_too_long(exc: BaseException) -> bool:
+def _prompt_too_long(exc: BaseException) -> PromptTooLongError | None:
     # Through Ray the engine's error arrives wrapped, with the original as cause.
-    return isinstance(exc, PromptTooLongError) or isinstance(
-        getattr(exc, "cause", None), PromptTooLongError
-    )
+    for candidate in (exc, getattr(exc, "cause", None)):
+        if isinstance(candidate, PromptTooLongError):
+            return candidate
+    return None
+
+
+def _chunks_to_keep(
+    rendered: list[dict[str, str]], hits: list[Hit], err: PromptTooLongError
+) -> int | None:
+    """How many of `hits` (best first) to keep so the prompt fits, from the
+    one token count in `err`; None when even dropping all cannot fit.
+
+    A token holds at least one byte of text, so a chunk frees at most its
+    UTF-8 length in tokens: when all chunks together hold fewer bytes than the
+    excess, only the conversation could be shortened. Otherwise each chunk's
+    share is estimated at the prompt's own tokens per byte, dropping at least
+    one; a short estimate costs one more round, never a wrong refusal.
+    """
+    excess = err.prompt_tokens + err.max_tokens - err.max_model_len
+    # A chunk's place in the prompt: "[n] (doc_id) text" and a separator.
+    sizes = [
+        len(f"[{i}] ({h.doc_id}) {h.text}\n\n".encode()) for i, h in enumerate(hits, 1)
+    ]
+    if excess > sum(sizes):
+        return None
+    prompt_bytes = sum(len(m["content"].encode("utf-8")) for m in rendered) or 1
+    per_byte = err.prompt_tokens / prompt_bytes
+    keep, freed = len(hits), 0.0
+    while keep > 0 and (freed < excess or keep == len(hits)):
+        keep -= 1
+        freed += sizes[keep] * per_byte
+    return keep
 
 
 def last_user_message(messages: list[dict[str, str]]) -> str:

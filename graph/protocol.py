@@ -2,15 +2,64 @@
 
 Requests forbid unknown fields, so an unsupported OpenAI option (`tools`,
 `logprobs`, ...) is a 400 naming the field rather than silently ignored.
+Sampling fields carry the ranges vLLM's `SamplingParams` accepts, and every
+text field refuses what no tokenizer or database can hold (lone UTF-16
+surrogates, NUL), so a bad value is a 400 at the edge, never a 500 in an
+engine. Limits that come from config are checked in `graph.limits`.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+#: vLLM's engine transport carries seeds as signed 64-bit integers.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Completion tokens a request may ask for at most, whatever the model (the
+#: context window bounds it further, see `graph.limits`).
+MAX_TOKENS_CAP = 2**31 - 1
+
+
+_UNENCODABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def _encodable(text: str) -> str:
+    """Refuse text that cannot be UTF-8 encoded (lone surrogates) and NUL.
+
+    NUL is refused rather than kept: no tokenizer needs it, C-string APIs and
+    PostgreSQL text cannot hold it, and refusing it everywhere is the one
+    rule that stays consistent from the HTTP edge to the audit log.
+    """
+    bad = _UNENCODABLE.search(text)
+    if bad is None:
+        return text
+    ch, at = bad.group(), bad.start()
+    if ch == "\x00":
+        raise ValueError(f"text holds a NUL character at character {at}")
+    raise ValueError(
+        f"text holds a lone UTF-16 surrogate (U+{ord(ch):04X}) at character "
+        f"{at}; send valid Unicode"
+    )
+
+
+#: Any text a client sends; the schema's pattern tells generators about NUL
+#: (JSON Schema cannot express "no lone surrogate").
+Text = Annotated[
+    str,
+    AfterValidator(_encodable),
+    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
+]
 
 
 class _Request(BaseModel):
@@ -34,13 +83,15 @@ def now() -> int:
 
 class TextPart(_Request):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart] = Field(
+        union_mode="left_to_right", description="The message text, or text parts."
+    )
+    name: Text | None = Field(None, max_length=256)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -74,32 +125,34 @@ class RagOptions(_Request):
 
 
 class _Sampling(_Request):
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1)
+    """Sampling fields, with the ranges vLLM's `SamplingParams` accepts."""
+
+    model: Text | None = None
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    stop: Text | list[Text] | None = Field(
+        None, description="Up to 4 non-empty stop sequences."
+    )
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = Field(None, max_length=256)
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False
-    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
-
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError("only n=1 is supported")
-        return v
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, allow_inf_nan=False)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
 
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > 4:
+        items = [v] if isinstance(v, str) else v or []
+        if len(items) > 4:
             raise ValueError("at most 4 stop sequences")
+        if any(not item for item in items):
+            raise ValueError("stop sequences must not be empty")
         return v
 
     def stop_list(self) -> list[str]:
@@ -116,7 +169,7 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     rag: RagOptions | None = None
 
     @model_validator(mode="after")
@@ -195,7 +248,7 @@ class ChatCompletionChunk(_Response):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: Text | list[Text] = Field(description="One non-empty prompt.")
     echo: bool = False
 
     @field_validator("prompt")
@@ -240,11 +293,11 @@ class CompletionResponse(_Response):
 
 
 class EmbeddingRequest(_Request):
-    input: str | list[str]
-    model: str | None = None
+    input: Text | list[Text] = Field(description="Non-empty texts to embed.")
+    model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
-    user: str | None = None
+    dimensions: int | None = Field(None, ge=1, le=65536)
+    user: Text | None = Field(None, max_length=256)
 
     @field_validator("input")
     @classmethod
@@ -279,14 +332,14 @@ class EmbeddingResponse(_Response):
 
 
 class RerankDocument(_Request):
-    text: str
+    text: Text
 
 
 class RerankRequest(_Request):
-    query: str = Field(min_length=1)
-    documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
-    model: str | None = None
-    top_n: int | None = Field(None, ge=1)
+    query: Text = Field(min_length=1)
+    documents: list[Text | RerankDocument] = Field(min_length=1)
+    model: Text | None = None
+    top_n: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     return_documents: bool = True
 
     def texts(self) -> list[str]:
@@ -309,7 +362,7 @@ class RerankResponse(_Response):
 
 
 class RetrieveRequest(_Request):
-    query: str = Field(min_length=1)
+    query: Text = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, le=1000)
     rerank: bool = False
     top_n: int | None = Field(None, ge=1, le=1000)

@@ -36,5 +36,21 @@ class PromptTooLongError(ModelError):
         return (type(self), (self.prompt_tokens, self.max_tokens, self.max_model_len))
 
 
+class InvalidRequestError(ModelError):
+    """The engine refuses a request's values (a sampling parameter, text it
+    cannot encode); the graph validates first, so this is the last line.
+
+    Attributes:
+        param: the request field at fault, when known.
+    """
+
+    def __init__(self, message: str, param: str | None = None):
+        self.param = param
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        return (type(self), (str(self), self.param))
+
+
 class EngineDeadError(ModelError):
     """The generation engine stopped and cannot serve requests."""

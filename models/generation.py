@@ -25,6 +25,9 @@ class SamplingOptions:
     ignore_eos: bool = False
     # >1 discourages repeating tokens (small models loop under greedy decoding).
     repetition_penalty: float = 1.0
+    # OpenAI's additive penalties, in [-2, 2].
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass
@@ -70,7 +73,8 @@ class GenerationEngine(abc.ABC):
 
     Contract: `start()` once before use; `generate()` yields `Chunk`s as text is
     produced and ends with a chunk whose `finish_reason` is set. Errors a user
-    can fix raise `models.errors.PromptTooLongError` before the first chunk;
+    can fix raise `models.errors.PromptTooLongError` or
+    `models.errors.InvalidRequestError` before the first chunk;
     a dead engine raises `models.errors.EngineDeadError`. Closing the iterator
     early (client disconnect, task cancelled) aborts the request in the engine.
     """

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from models.config import GeneratorConfig
-from models.errors import EngineDeadError, PromptTooLongError
+from models.errors import EngineDeadError, InvalidRequestError, PromptTooLongError
 from models.generation import (
     Chunk,
     GenerationEngine,
@@ -183,8 +183,17 @@ class VLLMEngine(GenerationEngine):
             text = tokenizer.apply_chat_template(
                 request.messages, tokenize=False, add_generation_prompt=True
             )
+        else:
+            text = request.prompt or ""
+        try:
+            text.encode("utf-8")  # tokenizers raise TypeError on lone surrogates
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                "the prompt holds text that cannot be encoded as UTF-8"
+            ) from None
+        if request.messages is not None:
             return list(tokenizer.encode(text, add_special_tokens=False))
-        return list(tokenizer.encode(request.prompt or ""))
+        return list(tokenizer.encode(text))
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens of the prompt as the engine will see it (template applied)."""
@@ -203,9 +212,12 @@ class VLLMEngine(GenerationEngine):
         Raises:
             PromptTooLongError: prompt plus max_tokens exceed the context
                 window; raised before any chunk.
+            InvalidRequestError: vLLM refuses a sampling value, or the prompt
+                cannot be encoded; raised before any chunk.
             EngineDeadError: the engine has died.
         """
         engine = self._require_started()._engine
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import tokens_input
         from vllm.sampling_params import RequestOutputKind, SamplingParams
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
@@ -217,16 +229,24 @@ class VLLMEngine(GenerationEngine):
             raise PromptTooLongError(
                 len(prompt_ids), opts.max_tokens, self.max_model_len
             )
-        params = SamplingParams(
-            max_tokens=opts.max_tokens,
-            temperature=opts.temperature,
-            top_p=opts.top_p,
-            stop=list(opts.stop) or None,
-            seed=opts.seed,
-            ignore_eos=opts.ignore_eos,
-            repetition_penalty=opts.repetition_penalty,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        try:
+            params = SamplingParams(
+                max_tokens=opts.max_tokens,
+                temperature=opts.temperature,
+                top_p=opts.top_p,
+                stop=list(opts.stop) or None,
+                seed=opts.seed,
+                ignore_eos=opts.ignore_eos,
+                repetition_penalty=opts.repetition_penalty,
+                presence_penalty=opts.presence_penalty,
+                frequency_penalty=opts.frequency_penalty,
+                output_kind=RequestOutputKind.DELTA,
+            )
+        except (ValueError, VLLMClientError) as exc:  # vLLM's own checks
+            message = str(exc.args[0]) if exc.args else str(exc)
+            raise InvalidRequestError(
+                message, getattr(exc, "parameter", None)
+            ) from None
         stream = engine.generate(
             # Already-tokenized input skips vLLM's own (deprecated) raw-prompt path.
             tokens_input(prompt_ids),

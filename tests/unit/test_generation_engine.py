@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from models.config import GeneratorConfig
-from models.errors import EngineDeadError, PromptTooLongError
+from models.errors import EngineDeadError, InvalidRequestError, PromptTooLongError
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from models.vllm_engine import VLLMEngine
 
@@ -171,6 +171,41 @@ async def test_prompt_too_long_raises_before_any_chunk(engine: VLLMEngine) -> No
     assert str(MAX_MODEL_LEN) in str(raised.value)
     assert raised.value.prompt_tokens == engine.count_prompt_tokens(request)
     assert (await engine.stats())["num_unfinished_requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("sampling", "param"),
+    [
+        ({"stop": [""]}, None),
+        ({"top_p": 0.0}, "top_p"),
+        ({"presence_penalty": 3}, None),
+    ],
+    ids=str,
+)
+async def test_values_vllm_refuses_are_an_invalid_request_not_a_crash(
+    engine: VLLMEngine, sampling: dict[str, object], param: str | None
+) -> None:
+    """The graph validates first; this is the engine's own last line."""
+    with pytest.raises(InvalidRequestError) as raised:
+        await _collect(engine, _request("refused", **sampling))
+
+    assert raised.value.param == param
+    assert (await engine.stats())["num_unfinished_requests"] == 0
+
+
+async def test_penalties_reach_the_engine(engine: VLLMEngine) -> None:
+    chunks = await _collect(
+        engine, _request("penalised", presence_penalty=1.5, frequency_penalty=-1.0)
+    )
+
+    assert chunks[-1].finish_reason == "length"
+
+
+async def test_text_that_cannot_be_encoded_is_an_invalid_request(
+    engine: VLLMEngine,
+) -> None:
+    with pytest.raises(InvalidRequestError):
+        await _collect(engine, _request("surrogate", prompt="a\ud800b"))
 
 
 async def test_closing_the_stream_early_aborts_the_request(
