@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from graph.context import ModelNames, ServingContext, api_keys, model_names
 from graph.errors import install_error_handlers
 from graph.middleware import install_middleware
+from graph.openapi import install_openapi
 from graph.resilience import DeadlineMiddleware
 from graph.routes import ROUTERS
 
@@ -26,6 +27,7 @@ def create_app(ctx: ServingContext) -> FastAPI:
     # Added first, so it runs inside the request id / span / auth middleware.
     app.add_middleware(DeadlineMiddleware, config=ctx.args.resilience)
     install_middleware(app, ctx)
+    install_openapi(app, ctx)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -263,9 +263,12 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"No route {request.method} {request.url.path}."
         elif status == 405:
             message = f"Method {request.method} not allowed on {request.url.path}."
-        return error_response(
+        response = error_response(
             APIError(status, message), getattr(request.state, "request_id", None)
         )
+        for name, value in (exc.headers or {}).items():  # Allow, on a 405
+            response.headers[name] = value
+        return response
 
     async def _mapped(request: Request, exc: Exception) -> JSONResponse:
         rid = getattr(request.state, "request_id", None)

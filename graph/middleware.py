@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span
 
+from graph.body_limit import BodySizeLimit
 from graph.context import ServingContext
 from graph.errors import APIError, error_response, to_api_error
 from graph.release_router import observe
@@ -28,6 +29,9 @@ ROOT_SPAN = "rag.request"
 
 def install_middleware(app: FastAPI, ctx: ServingContext) -> None:
     """Wrap every request of `app` in its root span, id and key check."""
+    # Added first, so it runs inside the request context: a 413 still carries
+    # the request id and its span, and a bad key is refused before any read.
+    app.add_middleware(BodySizeLimit, max_bytes=ctx.args.limits.max_body_bytes)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -53,6 +54,17 @@ def _encodable(text: str) -> str:
     )
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON's `35.0` is an integer (JSON Schema agrees); strings and booleans
+    stay refused by the strict int that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer field: strict, but `35.0` counts.
+Int = Annotated[int, BeforeValidator(_whole_number)]
+
 #: Any text a client sends; the schema's pattern tells generators about NUL
 #: (JSON Schema cannot express "no lone surrogate").
 Text = Annotated[
@@ -63,7 +75,9 @@ Text = Annotated[
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Strict: `"rerank": 0` or `"top_k": "5"` is a 400, as the schema says,
+    # not silently coerced.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
 
 class _Response(BaseModel):
@@ -107,35 +121,37 @@ class RagOptions(_Request):
     """ragserve's extension (`extra_body={"rag": {...}}` in the openai client)."""
 
     enabled: bool = Field(True, description="False skips retrieval entirely.")
-    top_k: int | None = Field(None, ge=1, le=1000, description="Chunks retrieved.")
-    top_n: int | None = Field(None, ge=1, le=100, description="Chunks kept.")
+    top_k: Int | None = Field(None, ge=1, le=1000, description="Chunks retrieved.")
+    top_n: Int | None = Field(
+        None, ge=1, le=100, description="Chunks kept (at most top_k)."
+    )
     rerank: bool | None = Field(None, description="Rerank retrieved chunks.")
 
-    @model_validator(mode="after")
-    def _top_n_within_top_k(self) -> RagOptions:
-        if (
-            self.top_k is not None
-            and self.top_n is not None
-            and self.top_n > self.top_k
-        ):
-            raise ValueError(
-                f"rag.top_n ({self.top_n}) must not exceed rag.top_k ({self.top_k})"
-            )
-        return self
+
+#: "stream_options only with stream: true", as JSON Schema says it.
+_STREAM_OPTIONS_NEED_STREAM = {
+    "if": {
+        "properties": {"stream_options": {"type": "object"}},
+        "required": ["stream_options"],
+    },
+    "then": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+}
 
 
 class _Sampling(_Request):
     """Sampling fields, with the ranges vLLM's `SamplingParams` accepts."""
 
+    model_config = ConfigDict(json_schema_extra=_STREAM_OPTIONS_NEED_STREAM)
+
     model: Text | None = None
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_tokens: Int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
     top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: Text | list[Text] | None = Field(
         None, description="Up to 4 non-empty stop sequences."
     )
-    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    seed: Int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    n: Int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = Field(None, max_length=256)
@@ -169,7 +185,7 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_completion_tokens: Int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     rag: RagOptions | None = None
 
     @model_validator(mode="after")
@@ -249,7 +265,9 @@ class ChatCompletionChunk(_Response):
 
 class CompletionRequest(_Sampling):
     prompt: Text | list[Text] = Field(description="One non-empty prompt.")
-    echo: bool = False
+    echo: bool = Field(
+        False, json_schema_extra={"const": False}, description="Only false."
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -296,7 +314,7 @@ class EmbeddingRequest(_Request):
     input: Text | list[Text] = Field(description="Non-empty texts to embed.")
     model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, le=65536)
+    dimensions: Int | None = Field(None, ge=1, le=65536)
     user: Text | None = Field(None, max_length=256)
 
     @field_validator("input")
@@ -339,7 +357,7 @@ class RerankRequest(_Request):
     query: Text = Field(min_length=1)
     documents: list[Text | RerankDocument] = Field(min_length=1)
     model: Text | None = None
-    top_n: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    top_n: Int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     return_documents: bool = True
 
     def texts(self) -> list[str]:
@@ -363,9 +381,9 @@ class RerankResponse(_Response):
 
 class RetrieveRequest(_Request):
     query: Text = Field(min_length=1)
-    top_k: int | None = Field(None, ge=1, le=1000)
+    top_k: Int | None = Field(None, ge=1, le=1000)
     rerank: bool = False
-    top_n: int | None = Field(None, ge=1, le=1000)
+    top_n: Int | None = Field(None, ge=1, le=1000)
 
 
 class RetrieveResponse(_Response):

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from graph import limits, streaming
 from graph import protocol as p
-from graph import streaming
 from graph.context import Ctx, ServingContext
 from graph.pipeline import RagAnswer
 from graph.release_router import fingerprint, mark_first_token, mirror, select
@@ -31,6 +31,7 @@ async def chat_completions(
     ctx: Ctx,
 ) -> Response:
     """RAG chat completion over the last user message."""
+    limits.check_chat(body, ctx.args.limits, ctx.names.max_model_len)
     release = select(ctx, request, body.user)
     model = check_model(body.model, release.names.generator)
     rid = p.new_id("chatcmpl")

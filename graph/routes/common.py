@@ -41,6 +41,8 @@ def sampling(
         seed=body.seed,
         ignore_eos=body.ignore_eos,
         repetition_penalty=body.repetition_penalty or gen.repetition_penalty,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
     )
 
 
@@ -50,13 +52,8 @@ def retrieval_options(
     cfg = args.retrieval
     rag = rag or p.RagOptions()
     top_k = rag.top_k or cfg.top_k
-    top_n = rag.top_n or min(cfg.top_n, top_k)
-    if top_n > top_k:
-        raise APIError(
-            400,
-            f"rag.top_n ({top_n}) must not exceed rag.top_k ({top_k})",
-            param="rag.top_n",
-        )
+    # rag.top_n above rag.top_k keeps all top_k (see routes/retrieval.py).
+    top_n = min(rag.top_n or cfg.top_n, top_k)
     return RetrievalOptions(
         enabled=rag.enabled,
         top_k=top_k,

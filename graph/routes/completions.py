@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from graph import limits, streaming
 from graph import protocol as p
-from graph import streaming
 from graph.context import Ctx, ServingContext
 from graph.release_router import fingerprint, mark_first_token, mirror, select
 from graph.routes.common import check_model, sampling, trace_headers
@@ -24,6 +24,7 @@ async def completions(
     ctx: Ctx,
 ) -> Response:
     """Plain completion, no retrieval."""
+    limits.check_completion(body, ctx.args.limits, ctx.names.max_model_len)
     release = select(ctx, request, body.user)
     model = check_model(body.model, release.names.generator)
     rid = p.new_id("cmpl")

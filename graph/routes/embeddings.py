@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
+from graph import limits
 from graph import protocol as p
 from graph.context import Ctx
 from graph.errors import APIError
@@ -22,6 +23,7 @@ async def embeddings(
     body: p.EmbeddingRequest, request: Request, ctx: Ctx
 ) -> dict[str, Any]:
     """Embed texts with the graph's embedder."""
+    limits.check_embeddings(body, ctx.args.limits)
     ctx = select(ctx, request, body.user)
     model = check_model(body.model, ctx.names.embedder)
     vectors, tokens = await ctx.embed_with_usage(body.texts())

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from graph import limits
 from graph import protocol as p
 from graph.context import Ctx
-from graph.errors import APIError
 from graph.pipeline import RetrievalOptions
 from graph.release_router import select
 from graph.routes.common import check_model, citation
@@ -19,6 +19,7 @@ router = APIRouter()
 @router.post("/v1/rerank")
 async def rerank(body: p.RerankRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     """Score documents against a query, best first."""
+    limits.check_rerank(body, ctx.args.limits)
     ctx = select(ctx, request)
     model = check_model(body.model, ctx.names.reranker)
     texts = body.texts()
@@ -42,14 +43,13 @@ async def retrieve(
     body: p.RetrieveRequest, request: Request, ctx: Ctx
 ) -> dict[str, Any]:
     """Chunks from the index for a query (optionally reranked)."""
+    limits.check_retrieve(body, ctx.args.limits)
     ctx = select(ctx, request)
     cfg = ctx.args.retrieval
     top_k = body.top_k or cfg.top_k
-    top_n = body.top_n or (cfg.top_n if body.rerank else top_k)
-    if top_n > top_k:
-        raise APIError(
-            400, f"top_n ({top_n}) must not exceed top_k ({top_k})", param="top_n"
-        )
+    # A top_n above top_k keeps all top_k (as rerank's top_n above the
+    # document count does): a schema cannot say "top_n <= top_k".
+    top_n = min(body.top_n or (cfg.top_n if body.rerank else top_k), top_k)
     hits = await ctx.pipeline.retrieve(
         body.query, RetrievalOptions(True, top_k, top_n, body.rerank)
     )

@@ -45,7 +45,9 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
         (chat(logprobs=True), "logprobs"),
         ({"max_tokens": 4}, "messages"),
         (chat(messages=[{"role": "wizard", "content": "x"}]), "messages.0.role"),
-        (chat(rag={"top_k": 2, "top_n": 5}), "rag"),
+        (chat(rag={"top_k": 0}), "rag.top_k"),
+        (chat(stop=[""]), "stop"),
+        (chat(top_p=0), "top_p"),
     ],
 )
 def test_invalid_fields_are_400_not_422(
