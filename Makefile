@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 # Ray must bind loopback only (see README "Networking").
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: install models index serve ask test test-unit test-tools lint format bench jaeger clean \
+.PHONY: schemathesis install models index serve ask test test-unit test-tools lint format bench jaeger clean \
 	traces traces-stop trace-screenshots
 
 $(STAMP): pyproject.toml
@@ -114,7 +114,18 @@ test-tools:
 	  $(SUDO) $(APT) update && DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT) install -y --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: lint models test-tools
+# schemathesis (tests/integration/test_schemathesis.py fuzzes the running test
+# graph against /openapi.json) in its own venv, so its pins stay out of .venv.
+ST_VENV := .venv-schemathesis
+ST_STAMP := $(ST_VENV)/.installed
+$(ST_STAMP):
+	test -x $(ST_VENV)/bin/python || $(PYTHON) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/pip install -q "schemathesis>=4.32,<5"
+	touch $(ST_STAMP)
+
+schemathesis: $(ST_STAMP)
+
+test: lint models test-tools schemathesis
 	$(BIN)/pytest -v --durations=15
 
 test-unit: $(STAMP)

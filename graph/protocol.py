@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 #: vLLM's engine transport carries seeds as signed 64-bit integers.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -129,7 +130,7 @@ class RagOptions(_Request):
 
 
 #: "stream_options only with stream: true", as JSON Schema says it.
-_STREAM_OPTIONS_NEED_STREAM = {
+_STREAM_OPTIONS_NEED_STREAM: JsonDict = {
     "if": {
         "properties": {"stream_options": {"type": "object"}},
         "required": ["stream_options"],
