@@ -255,11 +255,23 @@ def apply_limits(schema: dict[str, Any], limits: LimitsConfig, context: int) -> 
     _whole_bounds(schema)
 
 
+_RAW_BOUNDS = {
+    "ge": "minimum",
+    "le": "maximum",
+    "gt": "exclusiveMinimum",
+    "lt": "exclusiveMaximum",
+}
+
+
 def _whole_bounds(node: Any) -> None:
-    """Integer bounds as JSON integers (FastAPI writes `1.0`)."""
+    """Integer bounds as JSON Schema says them: pydantic leaves `ge`/`le` raw
+    on a validated `Int | None`, and FastAPI writes `1.0` for `1`."""
     if isinstance(node, dict):
         if node.get("type") == "integer":
-            for key in ("minimum", "maximum"):
+            for raw, key in _RAW_BOUNDS.items():
+                if raw in node:
+                    node.setdefault(key, node.pop(raw))
+            for key in _RAW_BOUNDS.values():
                 value = node.get(key)
                 if isinstance(value, float) and value.is_integer():
                     node[key] = int(value)

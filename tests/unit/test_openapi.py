@@ -84,6 +84,10 @@ def test_request_schemas_carry_the_configured_limits(document) -> None:
     assert rerank["maxItems"] == limits.max_rerank_documents
     top_k = schemas["RetrieveRequest"]["properties"]["top_k"]["anyOf"][0]
     assert top_k["maximum"] == limits.max_top_k
+    assert top_k["minimum"] == 1
+    assert "ge" not in json.dumps(document["components"]["schemas"]).replace(
+        "range", ""
+    ).split('"')  # no raw pydantic bounds left anywhere
 
 
 def test_a_wrong_method_is_405_with_allow(document) -> None:
