@@ -40,12 +40,14 @@ ERRORS = {
     401: "Missing or invalid API key.",
     404: "The model named is not served here.",
     413: "The body exceeds `limits.max_body_bytes`.",
+    429: "Over the tenant's rate limit or quota; retry after `Retry-After`.",
     500: "Internal error; the message quotes the request id.",
     503: "At capacity, restarting or not ready; retry after `Retry-After` seconds.",
+    504: "The request's deadline passed (`resilience.request_timeout_s`).",
 }
 
 Model = type[BaseModel]
-_POST_ERRORS = (400, 404, 413, 500, 503)
+_POST_ERRORS = (400, 404, 413, 500, 503, 504)
 
 #: Per route: the 200 body model, the model of its SSE events (None: it does
 #: not stream), and its error statuses.
@@ -62,7 +64,7 @@ ROUTES: dict[tuple[str, str], tuple[Model, Model | None, tuple[int, ...]]] = {
     ),
     ("/v1/embeddings", "post"): (p.EmbeddingResponse, None, _POST_ERRORS),
     ("/v1/rerank", "post"): (p.RerankResponse, None, _POST_ERRORS),
-    ("/v1/retrieve", "post"): (p.RetrieveResponse, None, (400, 413, 500, 503)),
+    ("/v1/retrieve", "post"): (p.RetrieveResponse, None, (400, 413, 500, 503, 504)),
     ("/v1/models", "get"): (p.ModelList, None, (500,)),
 }
 
@@ -75,7 +77,12 @@ def install_openapi(app: FastAPI, ctx: ServingContext) -> None:
             schema = get_openapi(
                 title=app.title, version=app.version, routes=app.routes
             )
-            document_responses(schema, auth=bool(ctx.api_keys))
+            # Tenants (a gate) authenticate and rate-limit; API keys only
+            # authenticate.
+            tenants = ctx.gate is not None
+            document_responses(
+                schema, auth=bool(ctx.api_keys) or tenants, rate_limited=tenants
+            )
             apply_limits(schema, ctx.args.limits, ctx.names.max_model_len)
             dimension = _embedding_dimension(ctx)
             if dimension is not None:
@@ -125,7 +132,7 @@ def _error(status: int) -> dict[str, Any]:
         "description": ERRORS[status],
         "content": {"application/json": {"schema": _ref(ErrorResponse)}},
     }
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {
             "Retry-After": {
                 "description": "Seconds to wait before retrying.",
@@ -135,7 +142,9 @@ def _error(status: int) -> dict[str, Any]:
     return response
 
 
-def document_responses(schema: dict[str, Any], auth: bool) -> None:
+def document_responses(
+    schema: dict[str, Any], auth: bool, rate_limited: bool = False
+) -> None:
     """Every route's real statuses, errors as the envelope; no 422 anywhere."""
     models = {m for ok, event, _ in ROUTES.values() for m in (ok, event) if m}
     _add_models(schema, ErrorResponse, *sorted(models, key=lambda m: m.__name__))
@@ -144,7 +153,10 @@ def document_responses(schema: dict[str, Any], auth: bool) -> None:
         components.pop(name, None)
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
-            op["responses"] = _responses(path, method, auth)
+            if (path, method) in ROUTES or path in ("/health", "/ready"):
+                op["responses"] = _responses(path, method, auth, rate_limited)
+            else:
+                _other_route(op, path, auth)
     if auth:
         components_root = schema["components"]
         components_root["securitySchemes"] = {
@@ -156,7 +168,9 @@ def document_responses(schema: dict[str, Any], auth: bool) -> None:
                     op["security"] = [{"bearer": []}]
 
 
-def _responses(path: str, method: str, auth: bool) -> dict[str, Any]:
+def _responses(
+    path: str, method: str, auth: bool, rate_limited: bool
+) -> dict[str, Any]:
     if path == "/health":
         return {"200": _ok({"type": "object", "properties": {"status": {}}})}
     if path == "/ready":
@@ -168,8 +182,29 @@ def _responses(path: str, method: str, auth: bool) -> dict[str, Any]:
     ok = _ok(_ref(model))
     if event is not None:
         ok["content"]["text/event-stream"] = {"schema": _sse_event(event)}
-    statuses = sorted({*errors, *((401,) if auth and path.startswith("/v1/") else ())})
+    gated = path.startswith("/v1/")
+    extra = {
+        *((401,) if auth and gated else ()),
+        *((429,) if rate_limited and gated else ()),
+    }
+    statuses = sorted({*errors, *extra})
     return {"200": ok, **{str(s): _error(s) for s in statuses}}
+
+
+def _other_route(op: dict[str, Any], path: str, auth: bool) -> None:
+    """A route without its own entry (admin, feedback): its own 200, the
+    envelope for 400 (a body or parameters), 404 (a feature not configured),
+    413 (a body), 500, and 401 where keys are checked."""
+    responses = {k: v for k, v in op.get("responses", {}).items() if k != "422"}
+    statuses = {404, 500}
+    if "requestBody" in op:
+        statuses |= {400, 413}
+    if op.get("parameters"):
+        statuses.add(400)
+    if auth and path.startswith(("/v1/", "/admin/")):
+        statuses.add(401)
+    responses.update({str(s): _error(s) for s in sorted(statuses)})
+    op["responses"] = responses
 
 
 def _sse_event(event: Model) -> dict[str, Any]:

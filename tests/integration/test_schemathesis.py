@@ -51,6 +51,9 @@ def test_schemathesis_finds_nothing(
         f"{url}/openapi.json",
         "--checks",
         "all",
+        # /admin/* changes the live traffic of the graph every test shares.
+        "--exclude-path-regex",
+        "^/admin/",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--seed",
