@@ -73,23 +73,22 @@ def install_openapi(app: FastAPI, ctx: ServingContext) -> None:
     """Serve the corrected document at `/openapi.json`."""
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, routes=app.routes
-            )
-            # Tenants (a gate) authenticate and rate-limit; API keys only
-            # authenticate.
-            tenants = ctx.gate is not None
-            document_responses(
-                schema, auth=bool(ctx.api_keys) or tenants, rate_limited=tenants
-            )
-            apply_limits(schema, ctx.args.limits, ctx.names.max_model_len)
-            dimension = _embedding_dimension(ctx)
-            if dimension is not None:
-                dims = _components(schema)["EmbeddingRequest"]["properties"]
-                _integers(dims["dimensions"], minimum=dimension, maximum=dimension)
-            app.openapi_schema = schema
-        return app.openapi_schema
+        # Not cached: whether a key is required changes when the first
+        # tenant is added to an open tenant store.
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        gate = ctx.gate
+        document_responses(
+            schema,
+            auth=bool(ctx.api_keys) or gate is not None,
+            rate_limited=gate is not None,
+            auth_required=bool(ctx.api_keys) or (gate is not None and not gate.open),
+        )
+        apply_limits(schema, ctx.args.limits, ctx.names.max_model_len)
+        dimension = _embedding_dimension(ctx)
+        if dimension is not None:
+            dims = _components(schema)["EmbeddingRequest"]["properties"]
+            _integers(dims["dimensions"], minimum=dimension, maximum=dimension)
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
@@ -143,7 +142,10 @@ def _error(status: int) -> dict[str, Any]:
 
 
 def document_responses(
-    schema: dict[str, Any], auth: bool, rate_limited: bool = False
+    schema: dict[str, Any],
+    auth: bool,
+    rate_limited: bool = False,
+    auth_required: bool = True,
 ) -> None:
     """Every route's real statuses, errors as the envelope; no 422 anywhere."""
     models = {m for ok, event, _ in ROUTES.values() for m in (ok, event) if m}
@@ -165,7 +167,11 @@ def document_responses(
         for path, ops in schema.get("paths", {}).items():
             if path.startswith("/v1/"):
                 for op in ops.values():
-                    op["security"] = [{"bearer": []}]
+                    # An open tenant store serves requests without a key
+                    # (and refuses a wrong one): the key is then optional.
+                    op["security"] = (
+                        [{"bearer": []}] if auth_required else [{}, {"bearer": []}]
+                    )
 
 
 def _responses(
