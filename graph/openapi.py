@@ -38,6 +38,7 @@ class ErrorResponse(BaseModel):
 ERRORS = {
     400: "Invalid JSON, field or value, or a limit exceeded; `param` names the field.",
     401: "Missing or invalid API key.",
+    403: "A tenant's key on an admin route (they take an operator key).",
     404: "The model named is not served here.",
     413: "The body exceeds `limits.max_body_bytes`.",
     429: "Over the tenant's rate limit or quota; retry after `Retry-After`.",
@@ -209,6 +210,8 @@ def _other_route(op: dict[str, Any], path: str, auth: bool) -> None:
         statuses.add(400)
     if auth and path.startswith(("/v1/", "/admin/")):
         statuses.add(401)
+    if auth and path.startswith("/admin/"):
+        statuses.add(403)
     responses.update({str(s): _error(s) for s in sorted(statuses)})
     op["responses"] = responses
 

@@ -38,6 +38,9 @@ CHARGE_EVERY = 16  # streamed tokens per ledger update
 RELEASE_HEADER = "x-ragserve-release"
 UNLIMITED = Limits()
 OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json"})
+#: Principals that may change the graph (`/admin/*`): the operator's static
+#: keys, or anyone while the graph is open. A tenant's key may not.
+OPERATORS = frozenset({"api-keys", "anonymous"})
 
 
 def route_of(request: Request) -> str:
@@ -190,6 +193,13 @@ class TenantGate:
         try:
             who = self.authenticate(request)
             trace.get_current_span().set_attribute("tenant", self._label(who))
+            if route_of(request).startswith("/admin/") and who.name not in OPERATORS:
+                raise APIError(
+                    403,
+                    "Admin routes take an operator key (server.api_keys), "
+                    "not a tenant's.",
+                    code="permission_denied",
+                )
             adm = await self.admit(who, request, rid)
         except APIError as err:
             refused = error_response(err, rid)

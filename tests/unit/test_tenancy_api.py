@@ -176,6 +176,20 @@ def test_revoked_key_is_refused(graph: Graph) -> None:
     assert graph.chat(key).status_code == 401
 
 
+def test_admin_routes_refuse_a_tenants_key(graph: Graph) -> None:
+    key = graph.add("acme")
+    r = graph.client.get("/admin/traffic", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "permission_denied"
+    assert graph.client.get("/admin/traffic").status_code == 401
+    graph.gate.static_keys = frozenset({"operator-key"})
+    r = graph.client.get(
+        "/admin/traffic", headers={"Authorization": "Bearer operator-key"}
+    )
+    assert r.status_code == 404  # allowed through; this test graph routes no releases
+    assert r.json()["error"]["code"] == "no_releases"
+
+
 def test_release_not_allowed_is_404(graph: Graph) -> None:
     _, key = graph.store.add("acme", Limits(), releases=("stable",))
     graph.gate.directory.refresh()
