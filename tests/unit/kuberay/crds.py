@@ -39,10 +39,15 @@ def crd_dir(start: Path) -> Path:
     CI clones the project with `shared/` beside the clone (`../shared`); a git
     worktree nested deeper finds the same folder further up.
     """
-    tried = []
     env = os.environ.get(SHARED_ENV)
     candidates = [Path(env)] if env else []
     candidates += [parent / "shared" for parent in start.resolve().parents]
+    return find_crds(candidates)
+
+
+def find_crds(candidates: list[Path]) -> Path:
+    """The first of `candidates` (folders like `shared/`) holding the CRDs."""
+    tried = []
     for shared in candidates:
         folder = shared / "kuberay-crds" / KUBERAY_VERSION
         tried.append(str(folder))

@@ -17,6 +17,7 @@ from tests.unit.kuberay.crds import (
     crd_dir,
     crd_errors,
     crd_schema,
+    find_crds,
     raycluster_of,
 )
 from tests.unit.kuberay.manifests import (
@@ -71,9 +72,11 @@ def test_the_crds_are_found_and_a_missing_folder_says_where_it_looked(
 ):
     assert crds.name == "v1.7.0"
     monkeypatch.delenv("RAGSERVE_SHARED_DIR", raising=False)
-
+    assert crd_dir(crds.parents[2] / "clone") == crds  # shared/ beside the clone
+    # Only the given folders: a shared/ higher up on this machine (e.g. /tmp/shared
+    # beside a clone in /tmp) must not make the refusal untestable.
     with pytest.raises(MissingCRDs, match=r"ray\.io_rayservices\.yaml.*not in any"):
-        crd_dir(tmp_path / "clone")
+        find_crds([tmp_path / "shared"])
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
