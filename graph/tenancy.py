@@ -144,7 +144,9 @@ class TenantGate:
                 return Principal.of(tenant)
             if any(hmac.compare_digest(key, k) for k in self.static_keys):
                 return Principal("api-keys")
-        elif self.open:
+        if self.open:
+            # No tenants and no keys: any caller (and whatever key an SDK
+            # sends, e.g. the openai client's placeholder) is served.
             return Principal("anonymous")
         raise APIError(
             401,
