@@ -30,6 +30,33 @@ class BatchConfig(BaseModel):
     )
 
 
+def merge_over_node_defaults(model: type[BaseModel], data: Any) -> Any:
+    """For a `mode="before"` validator of a section whose fields are nodes with
+    their own defaults: each partial node given (`embedder: {enabled: false}`)
+    deep-merged over that node's default instead of replacing it (the graph's
+    per-node sections use it too)."""
+    if not isinstance(data, dict):
+        return data
+    merged = dict(data)
+    for name, field in model.model_fields.items():
+        given = data.get(name)
+        if isinstance(given, dict) and field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+            merged[name] = deep_merge(default.model_dump(exclude_unset=True), given)
+    return merged
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _node(max_batch_size: int) -> Any:
     return lambda: BatchConfig(max_batch_size=max_batch_size)
 
@@ -53,15 +80,7 @@ class BatchingConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _merge_over_node_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for name, field in cls.model_fields.items():
-            given = data.get(name)
-            if isinstance(given, dict) and field.default_factory is not None:
-                default = field.default_factory()  # type: ignore[call-arg]
-                merged[name] = {**default.model_dump(exclude_unset=True), **given}
-        return merged
+        return merge_over_node_defaults(cls, data)
 
     def all_off(self) -> BatchingConfig:
         """Every batched node off (the honest "batching off" of benchmarks)."""

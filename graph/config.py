@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from batching.config import BatchingConfig
+from batching.config import BatchingConfig, merge_over_node_defaults
 from graph.limits_config import LimitsConfig
 from graph.resilience_config import ResilienceConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
@@ -47,27 +47,7 @@ class _PerNodeDefaults(_Section):
     @model_validator(mode="before")
     @classmethod
     def _merge_over_node_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for name, field in cls.model_fields.items():
-            given = data.get(name)
-            if isinstance(given, dict) and field.default_factory is not None:
-                default = field.default_factory()  # type: ignore[call-arg]
-                merged[name] = _deep_merge(
-                    default.model_dump(exclude_unset=True), given
-                )
-        return merged
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+        return merge_over_node_defaults(cls, data)
 
 
 class ModelsConfig(_Section):
@@ -254,6 +234,14 @@ class ServerConfig(_Section):
     )
     request_timeout_s: float | None = Field(
         None, gt=0, description="Serve's end-to-end HTTP request timeout."
+    )
+    throughput_optimized: bool = Field(
+        True,
+        description="Start a local Ray with Ray Serve's throughput-optimized "
+        "mode (RAY_SERVE_THROUGHPUT_OPTIMIZED: gRPC between replicas, user code "
+        "and router on the replica's own loop); its direct ingress stays off, so "
+        "HTTP keeps to server.host. A cluster joined with --address keeps "
+        "whatever its nodes were started with.",
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from graph.config import RagServingArgs
-from tenants.ledger import Ledger
+from tenants.ledger import Ledger, Slot
 
 ACTOR_NAME = "ragserve-tenant-ledger"
 NAMESPACE = "ragserve"
@@ -21,10 +21,13 @@ NAMESPACE = "ragserve"
 def ledger_options(args: RagServingArgs) -> dict[str, Any]:
     t = args.tenants
     fair = t.fair_share
+    slots = fair.max_inflight or args.models.generator.max_num_seqs
     return {
         "window_s": t.window_s,
         "lease_timeout_s": t.lease_timeout_s,
-        "slots": fair.max_inflight or args.models.generator.max_num_seqs,
+        "slots": slots,
+        # at least one slot stays shared (FairShare refuses reserving them all)
+        "reserved_slots": min(fair.reserved_slots, slots - 1),
         "max_queued": args.deployments.generator.max_queued_requests,
         "prompt_token_weight": fair.prompt_token_weight,
         "completion_token_weight": fair.completion_token_weight,
@@ -65,8 +68,8 @@ class ActorLedger:
         result: dict[str, Any] = await self._actor.admit.remote(tenant, limits)
         return result
 
-    async def acquire(self, lease: str, weight: float) -> str:
-        return str(await self._actor.acquire.remote(lease, weight))
+    async def acquire(self, lease: str, weight: float) -> Slot:
+        return Slot(*await self._actor.acquire.remote(lease, weight))
 
     def charge(self, lease: str, prompt_tokens: int, completion_tokens: int) -> None:
         self._actor.charge.remote(lease, prompt_tokens, completion_tokens)
@@ -91,7 +94,7 @@ class LocalLedger:
     async def admit(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any]:
         return await self.ledger.admit(tenant, limits)
 
-    async def acquire(self, lease: str, weight: float) -> str:
+    async def acquire(self, lease: str, weight: float) -> Slot:
         return await self.ledger.acquire(lease, weight)
 
     def charge(self, lease: str, prompt_tokens: int, completion_tokens: int) -> None:

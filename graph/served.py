@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from graph.config import RagServingArgs, _deep_merge
+from batching.config import deep_merge
+from graph.config import RagServingArgs
 from releases.config import FaultInjection
 from releases.manifest import ReleaseManifest
 from releases.registry import Registry
@@ -74,7 +75,7 @@ def release_args(cfg: RagServingArgs, manifest: ReleaseManifest) -> ServedReleas
         "batching": settings.get("batching", {}),
         "deployments": settings.get("deployments", {}),
     }
-    merged = _deep_merge(base, over)
+    merged = deep_merge(base, over)
     # A release's models replace the graph's wholesale: no field leaks across.
     merged["models"] = over["models"]
     args = RagServingArgs.load(merged)

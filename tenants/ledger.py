@@ -13,11 +13,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from tenants.fairshare import FairShare
 from tenants.limits import Decision, RateLimiter
 from tenants.records import Limits
+
+
+class Slot(NamedTuple):
+    """`acquire`'s answer: "ok", "full" (the queue holds `max_queued` already:
+    the caller answers 503) or "gone" (an unknown lease, or one finished while
+    it waited); and the request's engine priority (lower goes first: its rank
+    among its tenant's running requests, `FairShare.priority`)."""
+
+    status: str
+    priority: int = 0
 
 
 class Ledger:
@@ -28,12 +38,13 @@ class Ledger:
         window_s: float = 60.0,
         lease_timeout_s: float = 600.0,
         slots: int = 8,
+        reserved_slots: int = 0,
         max_queued: int = -1,
         prompt_token_weight: float = 1.0,
         completion_token_weight: float = 2.0,
     ) -> None:
         self._limits = RateLimiter(window_s, lease_timeout_s)
-        self._fair = FairShare(slots)
+        self._fair = FairShare(slots, reserved_slots)
         self._max_queued = max_queued
         self._weights = (prompt_token_weight, completion_token_weight)
         self._waiting: dict[str, asyncio.Future[None]] = {}
@@ -50,17 +61,15 @@ class Ledger:
             self._tenant_of[decision.lease] = tenant
         return asdict(decision)
 
-    async def acquire(self, lease: str, weight: float) -> str:
-        """Wait for a generation slot (fair share by VTC). Returns "ok", "full"
-        (the queue holds `max_queued` already: the caller answers 503) or
-        "gone" (an unknown lease, or one finished while it waited)."""
+    async def acquire(self, lease: str, weight: float) -> Slot:
+        """Wait for a generation slot (fair share by VTC)."""
         tenant = self._tenant_of.get(lease)
         if tenant is None:
-            return "gone"
+            return Slot("gone")
         queued = sum(self._fair.queued().values())
         busy = self._fair.running >= self._fair.capacity
         if busy and 0 <= self._max_queued <= queued:
-            return "full"
+            return Slot("full")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[lease] = future
         self._wake(self._fair.request(tenant, weight, lease))
@@ -69,7 +78,9 @@ class Ledger:
         except asyncio.CancelledError:
             self._release_slot(lease)
             raise
-        return "ok" if lease in self._tenant_of else "gone"
+        if lease not in self._tenant_of:
+            return Slot("gone")
+        return Slot("ok", self._fair.priority(lease))
 
     def charge(self, lease: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Count tokens for the lease (negative values reconcile downwards)."""
@@ -109,6 +120,7 @@ class Ledger:
             "queued": self._fair.queued(),
             "running": self._fair.running,
             "slots": self._fair.capacity,
+            "reserved_slots": self._fair.reserved,
         }
 
     def usage(self, tenant: str) -> dict[str, int]:

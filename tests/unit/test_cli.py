@@ -172,3 +172,21 @@ def test_ask_with_the_real_default_smollm2(docs_index: Path) -> None:
     assert len(words) >= 5, answer
     assert "[1] batching.md" in sources
     print(done.stdout, done.stderr.strip().splitlines()[-1])
+
+
+def test_serve_starts_ray_in_serves_throughput_mode_unless_told(monkeypatch) -> None:
+    from graph.config import RagServingArgs
+    from graph.server import THROUGHPUT_ENV, serve_env
+
+    for name in THROUGHPUT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    serve_env(
+        RagServingArgs.model_validate({"server": {"throughput_optimized": False}})
+    )
+    assert not any(name in os.environ for name in THROUGHPUT_ENV)
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")  # the user's word wins
+    serve_env(RagServingArgs())
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    # direct ingress would bind each ingress replica's own port on every
+    # interface: it stays off, so HTTP keeps to server.host
+    assert os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tenants.fairshare import FairShare
 from tenants.limits import RateLimiter, duration
 from tenants.records import Limits
@@ -126,6 +128,39 @@ def test_vtc_cancel_while_queued_frees_nothing_twice() -> None:
     assert fs.running == 1
 
 
+def test_reserved_slot_goes_to_a_newcomer_at_once() -> None:
+    fs = FairShare(capacity=4, reserved=1)
+    granted: list[str] = []
+    for i in range(16):
+        granted += fs.request("a", 1.0, f"a-{i}")
+    assert granted == ["a-0", "a-1", "a-2"]  # alone: all but the reserved slot
+    assert fs.request("b", 1.0, "b-0") == ["b-0"]  # no wait for a's generations
+    assert fs.request("b", 1.0, "b-1") == []  # b now runs something: it queues
+    fs.charge("a", 300)
+    assert fs.done("a-0") == []  # one slot stays free for a newcomer
+    assert fs.done("a-1") == ["b-1"]  # the least-served tenant next
+    assert fs.done("b-0") == ["a-3"]
+    assert fs.running == 3
+    with pytest.raises(ValueError, match="fewer than the 2 slots"):
+        FairShare(capacity=2, reserved=2)
+
+
+async def test_ledger_slot_carries_the_rank_as_engine_priority() -> None:
+    from tenants.ledger import Ledger
+
+    ledger = Ledger(slots=8, reserved_slots=1)
+    a = [(await ledger.admit("a", {}))["lease"] for _ in range(3)]
+    ranks = [(await ledger.acquire(lease, 1.0)).priority for lease in a]
+    assert ranks == [0, 1, 2]  # a's n-th running request ranks n
+    b = (await ledger.admit("b", {}))["lease"]
+    assert await ledger.acquire(b, 1.0) == ("ok", 0)  # b's first goes first
+    heavy = [(await ledger.admit("h", {}))["lease"] for _ in range(2)]
+    assert [(await ledger.acquire(x, 2.0)).priority for x in heavy] == [0, 0]
+    ledger.finish(a[0])
+    a4 = (await ledger.admit("a", {}))["lease"]
+    assert (await ledger.acquire(a4, 1.0)).priority == 2  # two of a's still run
+
+
 async def test_ledger_queues_fairly_and_refuses_past_max_queued() -> None:
     import asyncio
 
@@ -136,14 +171,15 @@ async def test_ledger_queues_fairly_and_refuses_past_max_queued() -> None:
     a1 = (await ledger.admit("a", unlimited))["lease"]
     a2 = (await ledger.admit("a", unlimited))["lease"]
     b1 = (await ledger.admit("b", unlimited))["lease"]
-    assert await ledger.acquire(a1, 1.0) == "ok"
+    assert (await ledger.acquire(a1, 1.0)).status == "ok"
     ledger.charge(a1, 100, 50)  # a has been served a lot
     waiting = asyncio.ensure_future(ledger.acquire(b1, 1.0))
     await asyncio.sleep(0)
-    assert await ledger.acquire(a2, 1.0) == "full"  # one already queued
+    assert (await ledger.acquire(a2, 1.0)).status == "full"  # one already queued
     assert not waiting.done()
     ledger.release_slot(a1)
-    assert await waiting == "ok"
+    slot = await waiting
+    assert slot == ("ok", 0)  # b's first running request
     assert ledger.stats()["running"] == 1
     ledger.finish(b1)
     assert ledger.stats()["running"] == 0
