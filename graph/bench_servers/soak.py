@@ -102,7 +102,9 @@ def slope_mb_per_h(points: list[tuple[float, float]]) -> float | None:
 
 
 def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
-    """Per replica: first/last/max RSS and the slope after the warm-up."""
+    """Per replica: first/last/max RSS, the slope after the warm-up, and the
+    slope over the last third of its life (allocator and cache growth that
+    levels off shows in the first slope, a leak in both)."""
     by_replica: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
         by_replica.setdefault(s["replica"], []).append(s)
@@ -111,6 +113,10 @@ def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
     for replica, rows in sorted(by_replica.items(), key=lambda kv: kv[1][0]["t"]):
         steady = [(r["t"], r["rss_mb"]) for r in rows if r["t"] >= start + warmup_s]
         slope = slope_mb_per_h(steady)
+        tail_from = rows[0]["t"] + 2 * (rows[-1]["t"] - rows[0]["t"]) / 3
+        tail = slope_mb_per_h(
+            [(r["t"], r["rss_mb"]) for r in rows if r["t"] >= tail_from]
+        )
         out.append(
             {
                 "deployment": rows[0]["deployment"],
@@ -120,6 +126,7 @@ def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
                 "last_mb": rows[-1]["rss_mb"],
                 "max_mb": max(r["rss_mb"] for r in rows),
                 "slope_mb_per_h": None if slope is None else round(slope, 1),
+                "last_third_slope_mb_per_h": None if tail is None else round(tail, 1),
                 "lived_s": round(rows[-1]["t"] - rows[0]["t"], 1),
             }
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 from load_tests.bench.autoscale import check_fixed_replicas
 from load_tests.bench.runs import Bench, _fmt
+from load_tests.bench.targets import target_lines
 
 
 def write_results(bench: Bench) -> None:
@@ -72,35 +73,12 @@ def render_markdown(bench: Bench) -> str:
             f"| {_fmt(row['ratio_median'], 2)} | {spread} | {diff} | {row['rounds']} "
             f"| {row['note']} |"
         )
+    targets = target_lines(bench.rows)
+    if targets:
+        lines += ["", *targets]
     scaling = bench.extra.get("autoscale")
     if scaling:
-        lines += [
-            "",
-            "## Autoscaling under a ramp (embedder: min 1, max 3, target 2 ongoing, "
-            "upscale delay 2 s, downscale delay 5 s)",
-            "",
-            f"Peak running replicas {scaling['peak_running_replicas']} (target "
-            f"{scaling['peak_target_replicas']}), reached at "
-            f"{_fmt(scaling['peak_reached_s'], 1)} s; load ended at "
-            f"{scaling['load_ended_s']:.1f} s; back to 1 replica at "
-            f"{_fmt(scaling['back_to_one_s'], 1)} s. Plot: `{scaling['plot']}`.",
-            "",
-            "| offered req/s | achieved req/s | p50 ms | p95 ms |",
-            "| ---: | ---: | ---: | ---: |",
-        ]
-        for s in scaling["stages"]:
-            lines.append(
-                f"| {s['offered_rps']:g} | {s['achieved_rps']:.2f} "
-                f"| {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} |"
-            )
-        lines += ["", "Scaling decisions (Serve controller log):", ""]
-        for e in scaling["decisions"] or []:
-            lines.append(
-                f"- t={e['t_s']:.1f} s: {e['from']} -> {e['to']} replicas at "
-                f"{e['ongoing_requests']:g} ongoing requests"
-            )
-        if not scaling["decisions"]:
-            lines.append("- none recorded")
+        lines += _autoscale_lines(scaling)
     if bench.notes:
         lines += ["", "## Notes", ""]
         lines += [f"- {name}: {text}" for name, text in bench.notes.items()]
@@ -120,6 +98,37 @@ def render_markdown(bench: Bench) -> str:
             + ", ".join(f"{n} {_fmt(s)} s" for n, s in ready.items()),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _autoscale_lines(scaling: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Autoscaling under a ramp (embedder: min 1, max 3, target 2 ongoing, "
+        "upscale delay 2 s, downscale delay 5 s)",
+        "",
+        f"Peak running replicas {scaling['peak_running_replicas']} (target "
+        f"{scaling['peak_target_replicas']}), reached at "
+        f"{_fmt(scaling['peak_reached_s'], 1)} s; load ended at "
+        f"{scaling['load_ended_s']:.1f} s; back to 1 replica at "
+        f"{_fmt(scaling['back_to_one_s'], 1)} s. Plot: `{scaling['plot']}`.",
+        "",
+        "| offered req/s | achieved req/s | p50 ms | p95 ms |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for s in scaling["stages"]:
+        lines.append(
+            f"| {s['offered_rps']:g} | {s['achieved_rps']:.2f} "
+            f"| {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} |"
+        )
+    lines += ["", "Scaling decisions (Serve controller log):", ""]
+    for e in scaling["decisions"] or []:
+        lines.append(
+            f"- t={e['t_s']:.1f} s: {e['from']} -> {e['to']} replicas at "
+            f"{e['ongoing_requests']:g} ongoing requests"
+        )
+    if not scaling["decisions"]:
+        lines.append("- none recorded")
+    return lines
 
 
 def plot_ratios(rows: list[dict[str, Any]], path: Path) -> None:

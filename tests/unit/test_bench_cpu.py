@@ -63,3 +63,37 @@ def test_cpu_is_cut_to_the_runs_own_window() -> None:
     taken = sampler.end()
     assert len(taken) >= 3
     assert [c for _, c in taken] == sorted(c for _, c in taken)
+
+
+def test_targets_read_their_rows_and_judge_them() -> None:
+    from load_tests.bench.targets import GRAPH, ONE_PROCESS, target_lines
+
+    def row(section: str, metric: str, a: str, b: str, am: float, bm: float) -> dict:
+        r = bm / am
+        return {
+            "section": section,
+            "workload": "w",
+            "metric": metric,
+            "a": a,
+            "b": b,
+            "a_median": am,
+            "b_median": bm,
+            "ratio_median": r,
+            "ratio_min": r,
+            "ratio_max": r,
+        }
+
+    lines = target_lines(
+        [
+            row("overhead", "p50 latency (ms)", ONE_PROCESS, GRAPH, 30.0, 38.0),
+            row("overhead", "CPU-ms per request", ONE_PROCESS, GRAPH, 20.0, 60.0),
+            row("throughput", "requests/s", ONE_PROCESS, GRAPH, 10.0, 9.0),
+        ]
+    )
+    p1, p6, p3 = (
+        next(x for x in lines if x.startswith(f"| {p} ")) for p in ("P1", "P6", "P3")
+    )
+    assert "+8.0" in p1 and p1.endswith("| yes |")  # +8 ms is within +10
+    assert "3.00" in p6 and p6.endswith("| **no** |")
+    assert "0.90" in p3 and p3.endswith("| **no** |")
+    assert target_lines([]) == []  # a run with no such rows has no section

@@ -28,6 +28,20 @@ def test_rss_summary_skips_the_warm_up() -> None:
     assert row["samples"] == 6
 
 
+def test_rss_summary_tells_growth_that_levels_off_from_a_leak() -> None:
+    levels = [100 + min(i, 20) * 10 for i in range(31)]  # grows, then flat
+    leak = [100 + i * 2 for i in range(31)]  # never stops
+    samples = [
+        {"t": 60.0 * i, "deployment": d, "replica": d, "rss_mb": r}
+        for d, series in (("levels", levels), ("leak", leak))
+        for i, r in enumerate(series)
+    ]
+    rows = {r["deployment"]: r for r in summarize_rss(samples, warmup_s=120)}
+    assert rows["levels"]["slope_mb_per_h"] > 100  # the whole-run slope misleads
+    assert rows["levels"]["last_third_slope_mb_per_h"] == 0.0
+    assert rows["leak"]["last_third_slope_mb_per_h"] == 120.0
+
+
 def test_rss_of_this_process_is_read() -> None:
     assert rss_mb(os.getpid()) > 1
     assert rss_mb(2**22 + 12345) == 0  # no such process
