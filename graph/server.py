@@ -66,6 +66,10 @@ def start(
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
+        # After this process imported Serve (above): the Ray processes
+        # started below run the mode, while this driver keeps Serve's default
+        # router thread, so plain-thread callers of a handle here (the soak,
+        # tests) still work (the mode's router needs a running event loop).
         serve_env(args)
         ray.init(
             address="local",

@@ -13,10 +13,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-# Every Ray a test starts (the two-node Cluster too) runs in the Serve mode
-# `ragserve serve` gives a local Ray (graph.server.THROUGHPUT_ENV).
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

@@ -41,6 +41,19 @@ def chat(c: httpx.Client, i: int) -> Outcome:
     return send(c, "POST", CHAT, json=body)
 
 
+def test_replicas_run_in_serves_throughput_mode(serve_graph: dict[str, Any]) -> None:
+    # graph.server starts the session's Ray as `ragserve serve` does: every
+    # replica in Serve's throughput-optimized mode, direct ingress off.
+    for deployment in ("ingress", "embedder", "generator"):
+        (replica,) = replicas(deployment)
+        with open(f"/proc/{replica['pid']}/environ", "rb") as f:
+            env = dict(
+                item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item
+            )
+        assert env.get(b"RAY_SERVE_THROUGHPUT_OPTIMIZED") == b"1", deployment
+        assert env.get(b"RAY_SERVE_ENABLE_DIRECT_INGRESS") == b"0", deployment
+
+
 @pytest.mark.parametrize("step", ["embedder", "retriever", "reranker"])
 def test_a_step_replica_killed_under_load_loses_no_request(
     serve_graph: dict[str, Any], step: str
