@@ -44,8 +44,9 @@ class GenerationRequest:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     # W3C trace context (`traceparent`, `tracestate`) for the engine's own spans.
     trace_headers: dict[str, str] | None = None
-    # Lower goes first where the engine schedules by priority (the tenant's
-    # fair-share counter, graph.tenancy); engines without priorities ignore it.
+    # Lower goes first where the engine schedules by priority (the request's
+    # rank among its tenant's running ones, tenants.fairshare); engines
+    # without priorities ignore it.
     priority: int = 0
 
     def __post_init__(self) -> None:
