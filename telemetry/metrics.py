@@ -140,6 +140,15 @@ def _create() -> dict[str, Any]:
     if not ray.is_initialized():
         raise RuntimeError("ray is not initialized")
     return {
+        **_step_metrics(metrics),
+        **_ingress_metrics(metrics),
+        **_tenant_metrics(metrics),
+    }
+
+
+def _step_metrics(metrics: Any) -> dict[str, Any]:
+    """The steps' series: queues, batches, generation, GPU and KV cache."""
+    return {
         "queue_wait": metrics.Histogram(
             "ragserve_queue_wait_ms",
             description="Time a request waited before its step ran, by queue.",
@@ -175,6 +184,16 @@ def _create() -> dict[str, Any]:
             "used/total: NVML).",
             tag_keys=("node", "kind"),
         ),
+        "kv_cache": metrics.Gauge(
+            "ragserve_kv_cache_usage",
+            description="Generator: fraction of the KV cache in use.",
+        ),
+    }
+
+
+def _ingress_metrics(metrics: Any) -> dict[str, Any]:
+    """The ingress's series by release and route, and feedback."""
+    return {
         "requests": metrics.Counter(
             "ragserve_requests_total",
             description="Requests answered at the ingress, by release, route, "
@@ -193,10 +212,17 @@ def _create() -> dict[str, Any]:
             boundaries=_MS_BOUNDARIES,
             tag_keys=("release", "route", "shadow"),
         ),
-        "kv_cache": metrics.Gauge(
-            "ragserve_kv_cache_usage",
-            description="Generator: fraction of the KV cache in use.",
+        "feedback": metrics.Counter(
+            "ragserve_feedback_total",
+            description="User feedback on completions by release and rating.",
+            tag_keys=("release", "rating"),
         ),
+    }
+
+
+def _tenant_metrics(metrics: Any) -> dict[str, Any]:
+    """The tenant gate's series (configured tenants only, by name)."""
+    return {
         "tenant_requests": metrics.Counter(
             "ragserve_tenant_requests_total",
             description="Answered requests by tenant, route and status.",
@@ -218,11 +244,6 @@ def _create() -> dict[str, Any]:
             "ragserve_rate_limited_total",
             description="Requests refused with 429, by tenant and code.",
             tag_keys=("tenant", "code"),
-        ),
-        "feedback": metrics.Counter(
-            "ragserve_feedback_total",
-            description="User feedback on completions by release and rating.",
-            tag_keys=("release", "rating"),
         ),
     }
 
