@@ -25,6 +25,7 @@ from ray import serve
 from batching.config import BatchConfig
 from batching.queue import Batched, BatchInfo, BatchLog, Queued, run_batch
 from graph.engines import make_embedder, make_reranker
+from graph.heap import start_heap_trimmer
 from models.config import EmbedderConfig, RerankerConfig
 from models.embedder import Embedder
 from models.reranker import Reranker, RerankItem
@@ -70,6 +71,7 @@ class _Node:
         self.batch_log = BatchLog()
         self.ready = False
         setup_tracing(telemetry or TelemetryConfig(), self.node, self.replica_id)
+        start_heap_trimmer()
 
     def _attrs(self) -> dict[str, Any]:
         return {"deployment": self.node, "replica.id": self.replica_id}

@@ -19,6 +19,7 @@ from ray import serve
 from batching.stream import coalesce
 from graph.deployments import Carrier, replica_id
 from graph.engines import make_generator
+from graph.heap import start_heap_trimmer
 from models.config import GeneratorConfig
 from models.generation import Chunk, GenerationEngine, GenerationRequest
 from telemetry.config import TelemetryConfig
@@ -52,6 +53,7 @@ class GeneratorDeployment:
         self.replica_id = replica_id()
         telemetry = telemetry or TelemetryConfig()
         setup_tracing(telemetry, self.node, self.replica_id)
+        start_heap_trimmer()
         from telemetry.tracing import resolve_endpoint
 
         endpoint, protocol = resolve_endpoint(telemetry)
