@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -191,6 +192,9 @@ def _print_traffic(data: dict[str, Any], changed: bool = False) -> None:
         )
         if r.get("reason"):
             print(f"{'':<20} weight taken away: {r['reason']}")
+        if r.get("retires_at") is not None:
+            left = max(0.0, r["retires_at"] - time.time())
+            print(f"{'':<20} no traffic: retires in {left:.0f} s")
 
 
 def cmd_traffic_set(ns: argparse.Namespace) -> int:
@@ -216,6 +220,28 @@ def cmd_release_promote(ns: argparse.Namespace) -> int:
 def cmd_release_rollback(ns: argparse.Namespace) -> int:
     _print_traffic(_admin(ns, "POST", "/admin/rollback", {}), True)
     return 0
+
+
+def cmd_release_restore(ns: argparse.Namespace) -> int:
+    data = _admin(ns, "POST", "/admin/restore", {"release": ns.name})
+    deadline = time.monotonic() + ns.wait_s
+    while _state(data, ns.name) != "warm" and time.monotonic() < deadline:
+        time.sleep(1.0)
+        data = _admin(ns, "GET", "/admin/traffic")
+    _print_traffic(data, changed=True)
+    state = _state(data, ns.name)
+    if state != "warm":
+        raise ReleaseCLIError(
+            f"release {ns.name!r} is restored but not warm after {ns.wait_s:.0f} s "
+            f"({state}); `ragserve traffic show` tells when it is"
+        )
+    return 0
+
+
+def _state(traffic: dict[str, Any], name: str) -> str:
+    return next(
+        (r["state"] for r in traffic.get("releases", []) if r["name"] == name), "?"
+    )
 
 
 def _registry_flag(p: argparse.ArgumentParser) -> None:
@@ -270,6 +296,19 @@ def add_release_commands(sub: Any, add_config_flags: Any) -> None:
     rollback = rel.add_parser("rollback", help="the previous stable release to 100%%")
     _address_flag(rollback)
     rollback.set_defaults(func=cmd_release_rollback)
+
+    restore = rel.add_parser(
+        "restore", help="a retired release deployed and warm again"
+    )
+    restore.add_argument("name")
+    restore.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        help="how long to wait for it to be warm (0: do not wait)",
+    )
+    _address_flag(restore)
+    restore.set_defaults(func=cmd_release_restore)
 
     traffic = sub.add_parser("traffic", help="live weights").add_subparsers(
         dest="traffic_command", required=True

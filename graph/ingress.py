@@ -25,6 +25,7 @@ from graph.config import RagServingArgs
 from graph.context import ServingContext, api_keys, model_names
 from graph.deployments import replica_id
 from graph.handles import call_step, stream_generate
+from graph.heap import start_heap_trimmer
 from graph.ledger_actor import ActorLedger
 from graph.pipeline import RagPipeline, RetrievalOptions, Steps
 from graph.prompts import get_template
@@ -54,6 +55,7 @@ class IngressDeployment:
         releases: list[dict[str, Any]],
     ) -> None:
         setup_tracing(args.telemetry, "ingress", replica_id())
+        start_heap_trimmer()
         self.args = args
         # Tenants: keys, limits shared through one ledger actor, fair share
         # in front of the generator, audit of every request (graph.tenancy).
@@ -72,6 +74,9 @@ class IngressDeployment:
                     self.gate,
                 ),
                 fault=FaultInjection.model_validate(r["fault"]),
+                deployments=frozenset(
+                    h.deployment_name for h in routes[r["name"]].values()
+                ),
             )
             for r in releases
         ]
@@ -81,6 +86,7 @@ class IngressDeployment:
             args.releases.canary,
             apply=self._apply,
             on_change=self._audit,
+            grace_s=args.releases.grace_period_s,
         )
         first = live[0].ctx
         self.ctx = ServingContext(
@@ -107,19 +113,24 @@ class IngressDeployment:
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve's user_config: the live traffic state (weights, shadow, ...)."""
-        self.router.reconfigure(config)
+        restored = self.router.reconfigure(config)
+        queries = self.args.releases.warmup_queries
         if not self._tasks:
-            queries = self.args.releases.warmup_queries
             self._tasks = [
                 asyncio.create_task(warm_up(r, queries))
                 for r in self.router.releases.values()
+                if r.state != "retired"
             ]
             self._tasks.append(asyncio.create_task(self.router.judge_forever()))
+        else:  # back from retirement: its deployments scale up, it warms again
+            self._tasks += [asyncio.create_task(warm_up(r, queries)) for r in restored]
 
     async def _apply(self, state: TrafficState) -> None:
         app = serve.get_replica_context().app_name
         try:
-            await apply_ingress_user_config(app, state.model_dump(mode="json"))
+            await apply_ingress_user_config(
+                app, state.model_dump(mode="json"), self.router.parked(state)
+            )
         except RuntimeError as exc:
             from graph.errors import APIError
 
@@ -132,7 +143,11 @@ class IngressDeployment:
         self.gate.audit.admin(actor, action, before, after)
 
     async def readiness(self) -> dict[str, str]:
-        return await nodes_readiness(self._nodes)
+        # A parked deployment has no replica by design; asking it would
+        # scale it up again.
+        parked = self.router.parked(self.router.state)
+        live = {n: h for n, h in self._nodes.items() if n not in parked}
+        return {**await nodes_readiness(live), **dict.fromkeys(parked, "parked")}
 
 
 async def nodes_readiness(nodes: dict[str, Any]) -> dict[str, str]:

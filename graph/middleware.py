@@ -20,7 +20,7 @@ from opentelemetry.trace import Span
 from graph.body_limit import BodySizeLimit
 from graph.context import ServingContext
 from graph.errors import APIError, error_response, to_api_error
-from graph.release_router import observe
+from graph.release_requests import observe
 from graph.tenancy import route_of
 from telemetry.tracing import trace_id_hex, tracer
 

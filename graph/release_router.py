@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,6 @@ from releases.canary import CanaryPolicy, OutcomeWindow, judge
 from releases.config import FaultInjection
 from releases.errors import TrafficError
 from releases.traffic import TrafficState
-from telemetry.tracing import CURRENT_RELEASE
 
 if TYPE_CHECKING:
     from graph.context import ServingContext
@@ -46,6 +45,8 @@ class LiveRelease:
     id: str
     ctx: ServingContext
     fault: FaultInjection = field(default_factory=FaultInjection)
+    #: The Serve deployments this release's requests go through.
+    deployments: frozenset[str] = frozenset()
     state: str = "warming"
     window: OutcomeWindow = field(default_factory=lambda: OutcomeWindow(60.0))
 
@@ -71,8 +72,11 @@ class ReleaseRouter:
         canary: CanaryPolicy,
         apply: Apply | None = None,
         on_change: OnChange | None = None,
+        grace_s: float = 300.0,
     ) -> None:
         self.releases = {r.name: r for r in releases}
+        #: How long a release that lost its traffic stays deployed.
+        self.grace_s = grace_s
         self._on_change = on_change
         self.state = state
         self.canary = canary
@@ -113,6 +117,15 @@ class ReleaseRouter:
                 param=RELEASE_HEADER,
                 code="release_not_found",
             )
+        if self.releases[name].state == "retired":
+            raise APIError(
+                409,
+                f"release {name!r} is retired (its own deployments were scaled "
+                f"to zero after its grace period); `ragserve release restore "
+                f"{name}` brings it back",
+                param=RELEASE_HEADER,
+                code="release_retired",
+            )
         return self.releases[name]
 
     def _shadow(self, chosen: str) -> LiveRelease | None:
@@ -148,21 +161,45 @@ class ReleaseRouter:
                     "shadow": s.shadow.get(r.name, 0),
                     "state": r.state,
                     "reason": s.reasons.get(r.name),
+                    "retires_at": self._retires_at(r.name),
                 }
                 for r in self.releases.values()
             ],
         }
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
+    def _retires_at(self, name: str) -> float | None:
+        since = self.state.idle_since.get(name)
+        return None if since is None else round(since + self.grace_s, 3)
+
+    def parked(self, state: TrafficState) -> set[str]:
+        """Deployments only retired releases use: scaled to zero under `state`."""
+        retired = [r for n, r in self.releases.items() if n in state.retired]
+        kept = [r for n, r in self.releases.items() if n not in state.retired]
+        used = {d for r in kept for d in r.deployments}
+        return {d for r in retired for d in r.deployments} - used
+
+    def reconfigure(self, config: dict[str, Any]) -> list[LiveRelease]:
         """A new user_config: adopt it (Serve validated nothing; we did, before
-        applying it)."""
+        applying it).
+
+        Returns:
+            The releases it brings back from retirement: they warm up again.
+        """
         state = TrafficState.model_validate(config)
         unknown = set(state.weights) - set(self.releases)
         if unknown:
             logger.error("traffic names releases not served here: %s", unknown)
-            return
+            return []
         self.state = state
+        restored = []
+        for name, release in self.releases.items():
+            if name in state.retired:
+                release.state = "retired"
+            elif release.state == "retired":
+                release.state = "warming"
+                restored.append(release)
         logger.info("traffic revision %d: %s", state.revision, state.weights)
+        return restored
 
     async def change(
         self,
@@ -182,6 +219,9 @@ class ReleaseRouter:
             except TrafficError as exc:
                 raise APIError(400, str(exc), code="invalid_traffic") from None
             before = self.state
+            if new == before:
+                return  # nothing to change (another replica got there first)
+            new = policy.stamp_idle(before, new, time.time())
             started = time.perf_counter()
             if self._apply is None:
                 self.state = new
@@ -204,13 +244,22 @@ class ReleaseRouter:
                 )
 
     async def judge_forever(self) -> None:
-        """Every `canary.interval_s`: take the weight of a breaching canary."""
+        """Every `canary.interval_s`: take the weight of a breaching canary,
+        retire a release whose grace period is over."""
         while True:
             await asyncio.sleep(self.canary.interval_s)
             try:
                 await self.judge_once()
+                await self.retire_due()
             except Exception:
-                logger.exception("canary judgement failed")
+                logger.exception("canary judgement or retirement failed")
+
+    async def retire_due(self) -> None:
+        """Retire each release idle for `grace_s`: the deployments only it uses
+        scale to zero (in the same Serve update that carries the new state)."""
+        for name in policy.due_for_retirement(self.state, self.grace_s, time.time()):
+            logger.info("release %s retires: idle for %.0f s", name, self.grace_s)
+            await self.change(_retiring(name), "release.retire", "grace-period")
 
     async def judge_once(self) -> None:
         s = self.state
@@ -233,109 +282,9 @@ def _taking_weight(name: str, reason: str) -> Callable[[TrafficState], TrafficSt
     return lambda state: policy.take_weight_away(state, name, reason)
 
 
-def select(ctx: ServingContext, request: Request, user: str | None = None) -> Any:
-    """The serving context of the release that answers `request` (`ctx` itself
-    when it routes no releases); the choice is kept on `request.state`."""
-    if ctx.router is None:
-        return ctx
-    choice = ctx.router.choose(request, user)
-    request.state.release = choice.release
-    request.state.shadow = choice.shadow
-    CURRENT_RELEASE.set(choice.release.name)  # carried to the step deployments
-    return choice.release.ctx
+def _retiring(name: str) -> Callable[[TrafficState], TrafficState]:
+    def make(state: TrafficState) -> TrafficState:
+        # Another ingress replica may have retired it first: nothing to do.
+        return state if name in state.retired else policy.retire(state, name)
 
-
-def fingerprint(request: Request) -> str | None:
-    release = getattr(request.state, "release", None)
-    return release.fingerprint if release is not None else None
-
-
-def mark_first_token(request: Request) -> None:
-    request.state.ttft_at = time.perf_counter()
-
-
-_SHADOWS: set[asyncio.Task[None]] = set()
-
-
-def mirror(
-    ctx: ServingContext,
-    request: Request,
-    run: Callable[[ServingContext], Awaitable[AsyncIterator[Any]]],
-) -> None:
-    """Send the same request to the chosen shadow release in the background;
-    its answer is discarded, its latency, errors and trace are recorded."""
-    shadow: LiveRelease | None = getattr(request.state, "shadow", None)
-    if shadow is None or ctx.router is None:
-        return
-    task = asyncio.create_task(_shadow(ctx.router, shadow, request.url.path, run))
-    _SHADOWS.add(task)
-    task.add_done_callback(_SHADOWS.discard)
-
-
-async def _shadow(
-    router: ReleaseRouter,
-    shadow: LiveRelease,
-    route: str,
-    run: Callable[[ServingContext], Awaitable[AsyncIterator[Any]]],
-) -> None:
-    from telemetry.metrics import metrics
-    from telemetry.tracing import tracer
-
-    CURRENT_RELEASE.set(shadow.name)  # this task's own copy of the context
-    started = time.perf_counter()
-    ttft_ms: float | None = None
-    status = 200
-    attrs: dict[str, str | bool] = {"release": shadow.name, "release.shadow": True}
-    with tracer().start_as_current_span("rag.shadow", attributes=attrs) as span:
-        try:
-            async for _ in await run(shadow.ctx):
-                if ttft_ms is None:
-                    ttft_ms = (time.perf_counter() - started) * 1000
-        except Exception as exc:
-            status = getattr(exc, "status_code", 500)
-            span.set_attribute("error.type", type(exc).__name__)
-            logger.info("shadow %s failed: %s", shadow.name, exc)
-    latency_ms = (time.perf_counter() - started) * 1000
-    router.record(shadow.name, status < 500, latency_ms, ttft_ms)
-    metrics().request(shadow.name, route, status, latency_ms, ttft_ms, shadow=True)
-
-
-def observe(request: Request, response: Any, span: Any, started: float) -> None:
-    """Name the release on the response and the root span; record the outcome
-    (for the canary judge and the `release`-labelled series) when the last
-    byte is sent."""
-    release: LiveRelease | None = getattr(request.state, "release", None)
-    if release is None:
-        return
-    response.headers[RELEASE_HEADER] = release.name
-    span.set_attribute("release", release.name)
-    span.set_attribute("release.id", release.id)
-    router: ReleaseRouter | None = request.app.state.ctx.router
-    status = response.status_code
-
-    def done() -> None:
-        from telemetry.metrics import metrics
-
-        now = time.perf_counter()
-        ttft_at = getattr(request.state, "ttft_at", None)
-        ttft_ms = (ttft_at - started) * 1000 if ttft_at else None
-        latency_ms = (now - started) * 1000
-        if router is not None:
-            router.record(release.name, status < 500, latency_ms, ttft_ms)
-        metrics().request(release.name, request.url.path, status, latency_ms, ttft_ms)
-
-    body = getattr(response, "body_iterator", None)
-    if body is None:
-        done()
-    else:
-        response.body_iterator = _then(body, done)
-
-
-async def _then(
-    body: AsyncIterator[Any], done: Callable[[], None]
-) -> AsyncIterator[Any]:
-    try:
-        async for part in body:
-            yield part
-    finally:
-        done()
+    return make

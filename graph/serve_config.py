@@ -3,7 +3,8 @@
 Knows how to deploy the graph the way KubeRay does (`import_path` + `args`,
 so a later change of only a deployment's `user_config` is applied in place:
 Serve calls `reconfigure` on every replica, restarts none) and how to change
-the ingress's user_config of the running application from inside the graph.
+the ingress's user_config, and park (scale to zero) the deployments only
+retired releases use, in the running application from inside the graph.
 """
 
 from __future__ import annotations
@@ -56,9 +57,24 @@ def deploy_declaratively(
     raise RuntimeError(f"the graph did not start within {timeout_s:.0f} s")
 
 
-async def apply_ingress_user_config(app_name: str, user_config: dict[str, Any]) -> None:
-    """Give the ingress of `app_name` a new user_config, every other setting of
-    every declaratively deployed application kept as it is.
+#: A parked deployment's scale: none, and back to none soon after a stray call.
+PARKED_SCALE: dict[str, Any] = {
+    "min_replicas": 0,
+    "max_replicas": 1,
+    "initial_replicas": 0,
+    "downscale_delay_s": 0.0,
+    "downscale_to_zero_delay_s": 0.0,
+    "upscale_delay_s": 0.0,
+}
+
+
+async def apply_ingress_user_config(
+    app_name: str, user_config: dict[str, Any], parked: set[str] | None = None
+) -> None:
+    """Give the ingress of `app_name` a new user_config and park exactly the
+    deployments in `parked` (scaled to zero; one parked before and not named
+    now goes back to the scale its code gives it), in one Serve update that
+    keeps every other setting of every declaratively deployed application.
 
     Raises:
         RuntimeError: the application was not deployed from a config (it was
@@ -79,16 +95,32 @@ async def apply_ingress_user_config(app_name: str, user_config: dict[str, Any]) 
     for name, app in configs.items():
         data = app.model_dump(exclude_unset=True)
         if name == app_name:
-            others = [
-                d.model_dump(exclude_unset=True)
-                for d in app.deployments
-                if d.name != INGRESS
-            ]
-            old = next((d for d in app.deployments if d.name == INGRESS), None)
-            ingress = old.model_dump(exclude_unset=True) if old else {"name": INGRESS}
-            ingress["user_config"] = user_config
-            data["deployments"] = [*others, ingress]
+            data["deployments"] = deployment_overrides(
+                [d.model_dump(exclude_unset=True) for d in app.deployments],
+                user_config,
+                parked or set(),
+            )
         apps.append(data)
     await controller.apply_config.remote(
         ServeDeploySchema.model_validate({"applications": apps})
     )
+
+
+def deployment_overrides(
+    current: list[dict[str, Any]], user_config: dict[str, Any], parked: set[str]
+) -> list[dict[str, Any]]:
+    """The app's `deployments:` list with the ingress's new user_config and
+    exactly `parked` at PARKED_SCALE; other overrides are kept as they are."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in current:
+        entry = dict(entry)
+        if entry.get("autoscaling_config") == PARKED_SCALE:  # ours: unpark
+            entry.pop("autoscaling_config")
+            entry.pop("num_replicas", None)
+        out[entry["name"]] = entry
+    for name in sorted(parked):
+        out.setdefault(name, {"name": name}).update(
+            num_replicas="auto", autoscaling_config=dict(PARKED_SCALE)
+        )
+    out.setdefault(INGRESS, {"name": INGRESS})["user_config"] = user_config
+    return [e for e in out.values() if len(e) > 1]

@@ -56,9 +56,9 @@ class ReleasesConfig(BaseModel):
     grace_period_s: float = Field(
         300.0,
         ge=0,
-        description="How long a release that lost all weight is to stay "
-        "deployed; today every served release stays deployed (and warm, so "
-        "a rollback is instant) until the graph is redeployed without it.",
+        description="How long a release that lost all its traffic stays "
+        "deployed and warm (a rollback is instant); then the deployments only "
+        "it uses scale to zero until `ragserve release restore`.",
     )
     canary: CanaryPolicy = Field(
         default_factory=CanaryPolicy, description="Automatic canary judgement."

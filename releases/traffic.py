@@ -3,8 +3,9 @@ rollback, as pure functions over `TrafficState` (the ingress's user_config).
 
 Knows the rules (weights are whole percents summing to 100, a release takes
 weight only once warm, a shadow never mirrors the release taking all
-traffic); knows nothing of HTTP or Ray: every change returns a new state or
-raises `TrafficError` and leaves the old one as it was.
+traffic, a release that lost its traffic retires after its grace period);
+knows nothing of HTTP or Ray: every change returns a new state or raises
+`TrafficError` and leaves the old one as it was.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ class TrafficState(BaseModel):
     reasons: dict[str, str] = Field(
         default_factory=dict,
         description="Why a release lost its weight (canary judge), by release.",
+    )
+    idle_since: dict[str, float] = Field(
+        default_factory=dict,
+        description="Unix time a release lost its last traffic (weight and "
+        "shadow); it is retired `releases.grace_period_s` later.",
+    )
+    retired: list[str] = Field(
+        default_factory=list,
+        description="Releases whose own deployments were scaled to zero after "
+        "their grace period; `ragserve release restore` brings one back.",
     )
     revision: int = Field(0, description="Bumped on every change.")
 
@@ -104,6 +115,12 @@ def _check_weights(weights: Mapping[str, int], live: Iterable[str]) -> None:
 def _check_warm(names: Iterable[str], warm: Mapping[str, str]) -> None:
     for name in names:
         state = warm.get(name, "unknown")
+        if state == "retired":
+            raise TrafficError(
+                f"release {name!r} is retired (the deployments only it used were "
+                f"scaled to zero after its grace period); `ragserve release "
+                f"restore {name}` brings it back, and it takes traffic once warm"
+            )
         if state != "warm":
             raise TrafficError(
                 f"release {name!r} is not warm yet ({state}); it takes traffic "
@@ -147,13 +164,15 @@ def set_weights(
             history.append(stable)
         stable = top
     reasons = {n: r for n, r in state.reasons.items() if full.get(n, 0) == 0}
-    return TrafficState(
-        weights=full,
-        shadow=shadow,
-        stable=stable,
-        history=history,
-        reasons=reasons,
-        revision=state.revision + 1,
+    return state.model_copy(
+        update={
+            "weights": full,
+            "shadow": shadow,
+            "stable": stable,
+            "history": history,
+            "reasons": reasons,
+            "revision": state.revision + 1,
+        }
     )
 
 
@@ -183,13 +202,14 @@ def rollback(state: TrafficState, warm: Mapping[str, str]) -> TrafficState:
         target = history.pop()
     _check_warm([target], warm)
     full = {n: (100 if n == target else 0) for n in live}
-    return TrafficState(
-        weights=full,
-        shadow={},
-        stable=target,
-        history=history,
-        reasons=dict(state.reasons),
-        revision=state.revision + 1,
+    return state.model_copy(
+        update={
+            "weights": full,
+            "shadow": {},
+            "stable": target,
+            "history": history,
+            "revision": state.revision + 1,
+        }
     )
 
 
@@ -205,6 +225,74 @@ def take_weight_away(state: TrafficState, name: str, reason: str) -> TrafficStat
         update={
             "weights": weights,
             "reasons": {**state.reasons, name: reason},
+            "revision": state.revision + 1,
+        }
+    )
+
+
+def _has_traffic(state: TrafficState, name: str) -> bool:
+    return state.weights.get(name, 0) > 0 or state.shadow.get(name, 0) > 0
+
+
+def stamp_idle(before: TrafficState, after: TrafficState, now: float) -> TrafficState:
+    """`after` with the time each release that just lost all its traffic did
+    (its grace period starts), and no time for one that has traffic again."""
+    idle = {n: t for n, t in after.idle_since.items() if not _has_traffic(after, n)}
+    for name in after.weights:
+        if _has_traffic(before, name) and not _has_traffic(after, name):
+            idle[name] = now
+    if idle == after.idle_since:
+        return after
+    return after.model_copy(update={"idle_since": idle})
+
+
+def due_for_retirement(state: TrafficState, grace_s: float, now: float) -> list[str]:
+    """Releases idle for at least `grace_s`, not retired yet (oldest first)."""
+    return [
+        name
+        for name, since in sorted(state.idle_since.items(), key=lambda kv: kv[1])
+        if now - since >= grace_s
+        and name not in state.retired
+        and not _has_traffic(state, name)
+    ]
+
+
+def retire(state: TrafficState, name: str) -> TrafficState:
+    """`name` retired: the deployments only it uses may scale to zero.
+
+    Raises:
+        TrafficError: it still takes traffic, or is retired already.
+    """
+    if _has_traffic(state, name):
+        raise TrafficError(f"release {name!r} still takes traffic; not retired")
+    if name in state.retired:
+        raise TrafficError(f"release {name!r} is retired already")
+    idle = {n: t for n, t in state.idle_since.items() if n != name}
+    return state.model_copy(
+        update={
+            "retired": [*state.retired, name],
+            "idle_since": idle,
+            "revision": state.revision + 1,
+        }
+    )
+
+
+def restore(state: TrafficState, name: str, live: Iterable[str]) -> TrafficState:
+    """`name` back from retirement: its deployments return to their configured
+    scale; it takes weight again once warm.
+
+    Raises:
+        TrafficError: not live here, or not retired.
+    """
+    _check_known([name], live)
+    if name not in state.retired:
+        raise TrafficError(
+            f"release {name!r} is not retired (retired: "
+            f"{', '.join(state.retired) or 'none'}); nothing to restore"
+        )
+    return state.model_copy(
+        update={
+            "retired": [n for n in state.retired if n != name],
             "revision": state.revision + 1,
         }
     )

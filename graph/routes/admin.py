@@ -1,4 +1,5 @@
-"""`/admin/traffic`, `/admin/promote`, `/admin/rollback`: the live weights.
+"""`/admin/traffic`, `/admin/promote`, `/admin/rollback`, `/admin/restore`:
+the live weights and the releases they keep deployed.
 
 What `ragserve traffic` and `ragserve release promote|rollback` call. A change
 is checked against the live releases and their warm-up first (400 naming the
@@ -72,4 +73,14 @@ async def rollback(ctx: Ctx) -> dict[str, Any]:
     r = _router(ctx)
     warm = r.warm_states()
     await r.change(lambda s: policy.rollback(s, warm), "release.rollback")
+    return r.describe()
+
+
+@router.post("/admin/restore")
+async def restore(body: Promotion, ctx: Ctx) -> dict[str, Any]:
+    """A retired release back: its deployments scale up and it warms again
+    (it takes weight once `traffic show` says warm)."""
+    r = _router(ctx)
+    live = list(r.releases)
+    await r.change(lambda s: policy.restore(s, body.release, live), "release.restore")
     return r.describe()

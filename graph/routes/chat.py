@@ -11,7 +11,7 @@ from graph import limits, streaming
 from graph import protocol as p
 from graph.context import Ctx, ServingContext
 from graph.pipeline import RagAnswer
-from graph.release_router import fingerprint, mark_first_token, mirror, select
+from graph.release_requests import fingerprint, mark_first_token, mirror, select
 from graph.routes.common import (
     check_model,
     citation,

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from graph import limits, streaming
 from graph import protocol as p
 from graph.context import Ctx, ServingContext
-from graph.release_router import fingerprint, mark_first_token, mirror, select
+from graph.release_requests import fingerprint, mark_first_token, mirror, select
 from graph.routes.common import check_model, sampling, trace_headers
 from models.generation import Chunk, GenerationRequest
 

@@ -12,7 +12,7 @@ from graph import limits
 from graph import protocol as p
 from graph.context import Ctx
 from graph.errors import APIError
-from graph.release_router import select
+from graph.release_requests import select
 from graph.routes.common import check_model
 
 router = APIRouter()

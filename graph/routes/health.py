@@ -23,7 +23,9 @@ async def health() -> dict[str, str]:
 async def ready(ctx: Ctx) -> JSONResponse:
     """Readiness: every node has warmed up, and so has every release with weight."""
     nodes = await ctx.readiness()
-    waiting = [f"{n} ({s})" for n, s in sorted(nodes.items()) if s != "ready"]
+    waiting = [
+        f"{n} ({s})" for n, s in sorted(nodes.items()) if s not in ("ready", "parked")
+    ]
     extra: dict[str, Any] = {"nodes": nodes}
     if ctx.router is not None:
         releases = ctx.router.describe()["releases"]

@@ -10,7 +10,7 @@ from graph import limits
 from graph import protocol as p
 from graph.context import Ctx
 from graph.pipeline import RetrievalOptions
-from graph.release_router import select
+from graph.release_requests import select
 from graph.routes.common import check_model, citation
 
 router = APIRouter()

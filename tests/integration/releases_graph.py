@@ -62,7 +62,7 @@ def serve_config(base: Path, tmp: Path) -> Path:
     data["releases"] = {
         "weights": {"A": 90, "B": 10},
         "warmup_queries": ["How does ragserve batch requests?"],
-        "grace_period_s": 5,
+        "grace_period_s": 20,
         "canary": {
             "min_requests": 8,
             "window_s": 60,

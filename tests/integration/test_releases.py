@@ -384,3 +384,74 @@ def test_worse_canary_loses_its_weight(graph: dict[str, Any]) -> None:
     assert code == 0 and "weight taken away" in out
     ready = httpx.get(graph["url"] + "/ready", timeout=30).json()
     assert {r["name"]: r["reason"] for r in ready["releases"]}["C"]
+
+
+def test_a_replaced_release_retires_after_its_grace_period(
+    graph: dict[str, Any],
+) -> None:
+    """B and C (one retriever between them) lose their traffic: after the
+    grace period that retriever scales to zero, the shared deployments stay,
+    the graph stays ready, and `release restore` brings B back."""
+    state = show(graph)
+    idle = [n for n in ("B", "C") if state[n]["state"] != "retired"]
+    if idle:  # give them traffic, then take it: their grace periods start
+        weights = [f"A={100 - 5 * len(idle)}", *(f"{n}=5" for n in idle)]
+        assert traffic(graph, "traffic", "set", *weights)[0] == 0
+        code, out, err = traffic(graph, "traffic", "set", "A=100")
+        assert code == 0 and "no traffic: retires in" in out, (out, err)
+    before = httpx.get(graph["url"] + "/ready", timeout=30).json()["nodes"]
+    rss_before = rg.replica_rss_mib(graph["proc"].pid)
+    deadline = time.time() + 120
+    while time.time() < deadline and {show(graph)[n]["state"] for n in ("B", "C")} != {
+        "retired"
+    }:
+        time.sleep(1)
+    assert {show(graph)[n]["state"] for n in ("B", "C")} == {"retired"}
+    ready = httpx.get(graph["url"] + "/ready", timeout=30)
+    assert ready.status_code == 200, ready.text
+    nodes = ready.json()["nodes"]
+    parked = [n for n, s in nodes.items() if s == "parked"]
+    assert len(parked) == 1 and parked[0].startswith("retriever"), nodes
+    assert {n for n, s in nodes.items() if s == "ready"} == set(before) - set(parked)
+    while time.time() < deadline and parked[0] in rg.replica_rss_mib(graph["proc"].pid):
+        time.sleep(1)
+    rss_after = rg.replica_rss_mib(graph["proc"].pid)
+    assert parked[0] not in rss_after and set(rss_after) == set(rss_before) - {
+        parked[0]
+    }
+    print(
+        f"\n[retired B and C: {parked[0]} scaled to zero, "
+        f"{rss_before[parked[0]]:.0f} MiB freed]"
+    )
+    # Retired: no weight, no pin, until restored.
+    code, _, err = traffic(graph, "traffic", "set", "A=50", "B=50")
+    assert code == 2 and "release restore B" in err, err
+    pinned = httpx.post(
+        graph["url"] + "/v1/retrieve",
+        json=RETRIEVE,
+        headers={"x-ragserve-release": "B"},
+        timeout=30,
+    )
+    assert pinned.status_code == 409, pinned.text
+    assert pinned.json()["error"]["code"] == "release_retired"
+    code, out, err = traffic(graph, "release", "restore", "B")
+    assert code == 0, err
+    assert (
+        show(graph)["B"]["state"] == "warm" and show(graph)["C"]["state"] == "retired"
+    )
+    assert parked[0] in rg.replica_rss_mib(graph["proc"].pid)
+    code, _, err = traffic(graph, "traffic", "set", "A=90", "B=10")
+    assert code == 0, err
+    r = httpx.post(
+        graph["url"] + "/v1/retrieve",
+        json=RETRIEVE,
+        headers={"x-ragserve-release": "B"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and "Quillon" in r.text, r.text
+    log = Path(graph["env"]["RAGSERVE_AUDIT_LOG"])
+    deadline = time.time() + 10  # written off the request path
+    while time.time() < deadline and '"release.restore"' not in log.read_text():
+        time.sleep(0.2)
+    audit = log.read_text()
+    assert '"release.retire"' in audit and '"release.restore"' in audit
