@@ -141,3 +141,34 @@ def bound_deployments(app: Any) -> dict[str, BoundDeployment]:
 
     walk(app)
     return found
+
+
+def create_image_releases(
+    tmp: Path, index: Path, generator: Path, variant: str
+) -> Path:
+    """Run kuberay/releases/create.sh as the image build does, with `index` and
+    `generator` for the image's own; returns the registry folder."""
+    import os
+    import sys
+
+    registry = tmp / "registry"
+    env = {
+        **os.environ,
+        "RAGSERVE": f"{sys.executable} -m graph.cli",
+        "RAGSERVE_REGISTRY": str(registry),
+        "RAGSERVE_AUDIT_LOG": str(tmp / "audit.jsonl"),
+        "INDEX": str(index),
+        "CONFIG": str(KUBERAY / "releases" / f"{variant}.yaml"),
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    done = subprocess.run(
+        ["sh", str(KUBERAY / "releases" / "create.sh"), "--generator", str(generator)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"create.sh failed: {done.stderr.strip()[-2000:]}")
+    return registry

@@ -94,14 +94,19 @@ def test_all_ray_pods_run_one_image_with_offline_artifacts(directory, rendered):
     rs = rayservice(rendered[directory])
     args = RagServingArgs.load(the_app(rs)["args"])
     images = {c["image"] for _, c in ray_containers(rs)}
+    paths = [args.models.generator.model, args.retrieval.index_dir]
+    if args.releases.serve:  # the releases the image made name the artifacts
+        variant = "cpu" if "cpu" in directory else "gpu"
+        made = RagServingArgs.load(KUBERAY / "releases" / f"{variant}.yaml")
+        paths = [made.models.generator.model, args.releases.registry or ""]
 
     assert len(images) == 1, f"Ray pods must share the app's image: {images}"
     for name, container in ray_containers(rs):
         env = env_of(container)
         cache = Path(env["RAGSERVE_CACHE_DIR"])
         assert env["HF_HUB_OFFLINE"] == "1", name
-        assert cache in Path(args.models.generator.model).parents, name
-        assert cache in Path(args.retrieval.index_dir).parents, name
+        for path in paths:
+            assert cache in Path(path).parents, (name, path)
 
 
 def test_initcontainer_overlay_writes_the_artifacts_args_read(rendered):
