@@ -169,7 +169,7 @@ class ReleaseRouter:
 
     def _retires_at(self, name: str) -> float | None:
         since = self.state.idle_since.get(name)
-        return None if since is None else round(since + self.grace_s, 3)
+        return None if since is None else since + self.grace_s
 
     def parked(self, state: TrafficState) -> set[str]:
         """Deployments only retired releases use: scaled to zero under `state`."""

@@ -247,12 +247,15 @@ def stamp_idle(before: TrafficState, after: TrafficState, now: float) -> Traffic
 
 
 def due_for_retirement(state: TrafficState, grace_s: float, now: float) -> list[str]:
-    """Releases idle for at least `grace_s`, not retired yet (oldest first)."""
+    """Releases idle for at least `grace_s`, not retired yet (oldest first).
+    The stable release never retires: rollbacks and the canary judge give
+    traffic back to it."""
     return [
         name
         for name, since in sorted(state.idle_since.items(), key=lambda kv: kv[1])
         if now - since >= grace_s
         and name not in state.retired
+        and name != state.stable
         and not _has_traffic(state, name)
     ]
 

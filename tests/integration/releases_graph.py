@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import yaml
 
+from load_tests.procs import replica_rss_mib, tree_rss_mib
 from tests.integration.conftest import graph_args
+
+__all__ = ["replica_rss_mib", "tree_rss_mib"]
 
 FACT = (
     "The ragserve lighthouse keeper is a purple axolotl named Quillon, who "
@@ -112,61 +115,6 @@ def wait_warm(url: str, timeout: float) -> None:
             return
         time.sleep(1)
     raise RuntimeError(f"releases not warm in {timeout} s: {states}")
-
-
-def _processes() -> tuple[dict[int, list[int]], dict[int, int], dict[int, str]]:
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    cmd: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            status = (entry / "status").read_text()
-            cmd[int(entry.name)] = (
-                (entry / "cmdline").read_bytes().decode(errors="replace")
-            )
-        except OSError:
-            continue
-        children.setdefault(int(stat[1]), []).append(int(entry.name))
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                rss[int(entry.name)] = int(line.split()[1])
-    return children, rss, cmd
-
-
-def _tree(pid: int, children: dict[int, list[int]], rss: dict[int, int]) -> int:
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        total += rss.get(p, 0)
-        todo.extend(children.get(p, []))
-    return total
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (MiB)."""
-    children, rss, _ = _processes()
-    return _tree(pid, children, rss) / 1024
-
-
-def replica_rss_mib(pid: int) -> dict[str, float]:
-    """RSS (MiB, with children such as vLLM's EngineCore) of each Serve replica
-    under the graph process `pid`, by deployment name."""
-    children, rss, cmd = _processes()
-    mine, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        mine.add(p)
-        todo.extend(children.get(p, []))
-    out: dict[str, float] = {}
-    for p in mine:
-        marker = "ServeReplica:ragserve:"
-        if marker in cmd.get(p, ""):
-            name = cmd[p].split(marker, 1)[1].split(".", 1)[0].split("\0")[0]
-            out[name] = out.get(name, 0) + _tree(p, children, rss) / 1024
-    return out
 
 
 def graph_env(tmp: Path, registry: Path) -> dict[str, str]:

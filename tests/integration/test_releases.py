@@ -86,9 +86,11 @@ def graph(
         )
         yield {"url": url, "env": env, "proc": proc, "registry": registry, "log": log}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
+        try:  # the last test stopped it already, as a user would
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
+        except ProcessLookupError:
+            pass
         except Exception:
             os.killpg(proc.pid, signal.SIGKILL)
 
@@ -455,3 +457,30 @@ def test_a_replaced_release_retires_after_its_grace_period(
         time.sleep(0.2)
     audit = log.read_text()
     assert '"release.retire"' in audit and '"release.restore"' in audit
+
+
+def test_sigterm_writes_out_every_audit_record(graph: dict[str, Any]) -> None:
+    """Last in this module: it stops the graph, the way `kill PID` (or a pod's
+    termination) does, and then reads what the audit log kept."""
+    from tenants.audit import verify
+
+    def one(i: int) -> str:
+        r = httpx.post(
+            graph["url"] + "/v1/retrieve",
+            json=RETRIEVE,
+            headers={"x-request-id": f"sigterm-{i}"},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        return r.headers["x-request-id"]
+
+    with ThreadPoolExecutor(4) as pool:
+        sent = set(pool.map(one, range(40)))
+    graph["proc"].send_signal(signal.SIGTERM)
+    assert graph["proc"].wait(timeout=180) == 0
+    log = Path(graph["env"]["RAGSERVE_AUDIT_LOG"])
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    written = {r.get("request_id") for r in records if r.get("kind") == "request"}
+    assert sent <= written, sorted(sent - written)[:5]
+    report = verify(log)
+    assert report.ok, report

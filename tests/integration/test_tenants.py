@@ -261,3 +261,34 @@ def test_audit_log_of_the_run_verifies_and_names_tampering(
     copy.write_text("\n".join(lines[:20] + lines[21:]) + "\n")
     assert main(["audit", "verify", "--audit-log", str(copy)]) == 2
     assert "record 21 deleted" in capsys.readouterr().err
+
+
+def test_tenant_names_its_trace_and_series_never_its_key(
+    tgraph: dict[str, Any], otlp_receiver: Any
+) -> None:
+    from tests.integration.test_metrics import scrape
+
+    key = _add(tgraph, "obs-tenant")
+    body = {"messages": [{"role": "user", "content": "What is RAG?"}], "max_tokens": 2}
+    r = httpx.post(
+        tgraph["url"] + "/v1/chat/completions", json=body, headers=_h(key), timeout=120
+    )
+    assert r.status_code == 200, r.text
+    spans = otlp_receiver.wait_for(r.headers["x-trace-id"], {"rag.request"})
+    (root,) = [s for s in spans if s.name == "rag.request"]
+    assert root.attributes["tenant"] == "obs-tenant"
+    assert all(key not in json.dumps(dict(s.attributes), default=str) for s in spans)
+    wanted = (
+        "ragserve_tenant_requests_total{",
+        'tenant="obs-tenant"',
+        "ragserve_tenant_request_latency_ms_bucket{",
+        "ragserve_tenant_tokens_total{",
+    )
+    deadline = time.time() + 60  # Ray's metrics agent exports on a period
+    text = ""
+    while time.time() < deadline and not all(w in text for w in wanted):
+        time.sleep(2)
+        text = scrape()
+    missing = [w for w in wanted if w not in text]
+    assert not missing, missing
+    assert key not in text

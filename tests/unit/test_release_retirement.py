@@ -38,6 +38,12 @@ def test_grace_period_starts_when_the_last_traffic_goes() -> None:
     assert policy.stamp_idle(fresh, fresh, 5.0).idle_since == {}
     assert policy.due_for_retirement(s1, 60, 159.0) == []
     assert policy.due_for_retirement(s1, 60, 160.0) == ["B"]
+    # No release takes all traffic: A stays stable at 0%, and never retires.
+    s4 = TrafficState.initial(["A", "B", "C"], {"A": 100})
+    s5 = policy.set_weights(s4, {"B": 50, "C": 50}, None, {**WARM, "C": "warm"})
+    s5 = policy.stamp_idle(s4, s5, 0.0)
+    assert s5.stable == "A" and s5.idle_since == {"A": 0.0}
+    assert policy.due_for_retirement(s5, 60, 1e9) == []
 
 
 def test_retire_and_restore_rules() -> None:
@@ -143,7 +149,7 @@ async def test_grace_period_keeps_it_deployed() -> None:
     await router.retire_due()
     assert router.state.retired == []
     left = router.describe()["releases"][0]["retires_at"] - time.time()
-    assert 3500 < left <= 3600
+    assert 3500 < left <= 3600.01
 
 
 def test_a_pin_to_a_retired_release_is_refused() -> None:

@@ -1,0 +1,64 @@
+"""Resident memory of a process tree and of the Serve replicas in it, read
+from /proc (Linux), so a benchmark or test can weigh a graph it started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPLICA_MARKER = "ServeReplica:"
+
+
+def _processes() -> tuple[dict[int, list[int]], dict[int, int], dict[int, str]]:
+    """(children by parent pid, RSS KiB by pid, command line by pid)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    cmd: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (entry / "status").read_text()
+            cmd[int(entry.name)] = (
+                (entry / "cmdline").read_bytes().decode(errors="replace")
+            )
+        except OSError:
+            continue
+        children.setdefault(int(stat[1]), []).append(int(entry.name))
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss[int(entry.name)] = int(line.split()[1])
+    return children, rss, cmd
+
+
+def _tree(pid: int, children: dict[int, list[int]], rss: dict[int, int]) -> int:
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (MiB)."""
+    children, rss, _ = _processes()
+    return _tree(pid, children, rss) / 1024
+
+
+def replica_rss_mib(pid: int, app: str = "ragserve") -> dict[str, float]:
+    """RSS (MiB, with children such as vLLM's EngineCore) of each Serve replica
+    of `app` under the process `pid`, summed by deployment name."""
+    children, rss, cmd = _processes()
+    mine, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        mine.add(p)
+        todo.extend(children.get(p, []))
+    marker = f"{REPLICA_MARKER}{app}:"
+    out: dict[str, float] = {}
+    for p in mine:
+        if marker in cmd.get(p, ""):
+            name = cmd[p].split(marker, 1)[1].split(".", 1)[0].split("\0")[0]
+            out[name] = out.get(name, 0) + _tree(p, children, rss) / 1024
+    return out
