@@ -8,9 +8,6 @@ reranker or generator share that deployment (and its memory).
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,9 @@ from graph.deployments import (
 )
 from graph.generator_deployment import GeneratorDeployment
 from graph.ingress import IngressDeployment
-from graph.served import ServedRelease, load_served
+from graph.served import NODES, ServedRelease, deployment_names, load_served
 from models.threads import torch_process_env
 from releases.traffic import TrafficState
-
-NODES = ("embedder", "retriever", "reranker", "generator")
 
 
 def build_app(
@@ -46,19 +41,18 @@ def build_app(
     """
     cfg = RagServingArgs.load(args)
     served = load_served(cfg)
-    keys = {r.name: node_keys(r.args) for r in served}
-    counts = Counter((node, k[node]) for k in keys.values() for node in NODES)
-    distinct = Counter(node for node, _ in counts)
-    bound: dict[tuple[str, str], Any] = {}
+    names = deployment_names(served)
+    bound: dict[str, Any] = {}
     routes: dict[str, dict[str, Any]] = {}
     for release in served:
         routes[release.name] = {}
         for node in NODES:
-            key = keys[release.name][node]
-            if (node, key) not in bound:
-                name = node if distinct[node] == 1 else f"{node}-{key[:8]}"
-                bound[(node, key)] = _bind(node, name, release.args, bound)
-            routes[release.name][node] = bound[(node, key)]
+            name = names[release.name][node]
+            if name not in bound:
+                bound[name] = _bind(
+                    node, name, release.args, bound, names[release.name]
+                )
+            routes[release.name][node] = bound[name]
     traffic = TrafficState.initial(
         [r.name for r in served], cfg.releases.weights or None
     ).model_copy(update={"shadow": dict(cfg.releases.shadow)})
@@ -72,29 +66,12 @@ def build_app(
     )
 
 
-def node_keys(args: RagServingArgs) -> dict[str, str]:
-    """Each node's identity: everything that makes its deployment differ."""
-    m, b, d = args.models, args.batching, args.deployments
-    embedder = _hash(m.embedder, b.embedder, d.embedder)
-    return {
-        "embedder": embedder,
-        "retriever": _hash(
-            args.retrieval.index_dir,
-            args.retrieval.use_gpu,
-            b.retriever,
-            d.retriever,
-            embedder,
-        ),
-        "reranker": _hash(m.reranker, m.embedder, b.reranker, d.reranker),
-        "generator": _hash(m.generator, d.generator, args.telemetry),
-    }
-
-
 def _bind(
     node: str,
     name: str,
     cfg: RagServingArgs,
-    bound: dict[tuple[str, str], Any],
+    bound: dict[str, Any],
+    names: dict[str, str],
 ) -> Any:
     nodes, models, telemetry = cfg.deployments, cfg.models, cfg.telemetry
     if node == "embedder":
@@ -108,7 +85,7 @@ def _bind(
             .bind(models.embedder, cfg.batching.embedder, telemetry)
         )
     if node == "retriever":
-        embedder = bound[("embedder", node_keys(cfg)["embedder"])]
+        embedder = bound[names["embedder"]]
         return (
             _node(RetrieverDeployment)
             .options(**_retriever_options(cfg, name))
@@ -161,13 +138,6 @@ def _plain(served: list[ServedRelease]) -> list[dict[str, Any]]:
         }
         for r in served
     ]
-
-
-def _hash(*parts: Any) -> str:
-    plain = [
-        p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts
-    ]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 
 def _generator_env(cfg: RagServingArgs) -> dict[str, str]:

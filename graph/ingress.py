@@ -31,7 +31,7 @@ from graph.pipeline import RagPipeline, RetrievalOptions, Steps
 from graph.prompts import get_template
 from graph.release_router import LiveRelease, ReleaseRouter
 from graph.resilience import name_missing, replica_lost
-from graph.serve_config import apply_ingress_user_config
+from graph.serve_config import apply_ingress_user_config, scale_entry
 from graph.tenancy import TenantGate
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from releases.config import FaultInjection
@@ -80,6 +80,15 @@ class IngressDeployment:
             )
             for r in releases
         ]
+        # Each step deployment's configured scale: where it goes back to when
+        # a retired release is restored (graph.serve_config.plan_update).
+        self._scales = {
+            routes[r["name"]][node].deployment_name: scale_entry(
+                getattr(RagServingArgs.load(r["args"]).deployments, node)
+            )
+            for r in releases
+            for node in routes[r["name"]]
+        }
         self.router = ReleaseRouter(
             live,
             TrafficState.initial([r.name for r in live]),
@@ -129,7 +138,10 @@ class IngressDeployment:
         app = serve.get_replica_context().app_name
         try:
             await apply_ingress_user_config(
-                app, state.model_dump(mode="json"), self.router.parked(state)
+                app,
+                state.model_dump(mode="json"),
+                self.router.parked(state),
+                self._scales,
             )
         except RuntimeError as exc:
             from graph.errors import APIError

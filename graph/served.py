@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from releases.registry import Registry
 
 #: The release name of a graph started with `--index` (no registry).
 IMPLICIT = "default"
+#: The step deployments of each release (the ingress is the graph's own).
+NODES = ("embedder", "retriever", "reranker", "generator")
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,45 @@ def release_args(cfg: RagServingArgs, manifest: ReleaseManifest) -> ServedReleas
     args = RagServingArgs.load(merged)
     fault = FaultInjection.model_validate(settings.get("fault", {}))
     return ServedRelease(manifest.name, manifest.id, args, fault)
+
+
+def node_keys(args: RagServingArgs) -> dict[str, str]:
+    """Each node's identity: everything that makes its deployment differ."""
+    m, b, d = args.models, args.batching, args.deployments
+    embedder = _hash(m.embedder, b.embedder, d.embedder)
+    return {
+        "embedder": embedder,
+        "retriever": _hash(
+            args.retrieval.index_dir,
+            args.retrieval.use_gpu,
+            b.retriever,
+            d.retriever,
+            embedder,
+        ),
+        "reranker": _hash(m.reranker, m.embedder, b.reranker, d.reranker),
+        "generator": _hash(m.generator, d.generator, args.telemetry),
+    }
+
+
+def deployment_names(served: list[ServedRelease]) -> dict[str, dict[str, str]]:
+    """Each release's deployment name per node: releases whose node has the
+    same identity share one deployment; a node with one identity in the whole
+    graph keeps its plain name (`generator`), others get a key suffix."""
+    keys = {r.name: node_keys(r.args) for r in served}
+    distinct = Counter(
+        node for node, _ in {(n, k[n]) for k in keys.values() for n in NODES}
+    )
+    return {
+        release: {
+            node: node if distinct[node] == 1 else f"{node}-{key[node][:8]}"
+            for node in NODES
+        }
+        for release, key in keys.items()
+    }
+
+
+def _hash(*parts: Any) -> str:
+    plain = [
+        p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts
+    ]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from graph.api import ServingContext, create_app
 from graph.release_router import LiveRelease, ReleaseRouter
-from graph.serve_config import PARKED_SCALE, deployment_overrides
+from graph.serve_config import PARKED_SCALE, deployment_overrides, plan_update
 from releases import traffic as policy
 from releases.canary import CanaryPolicy
 from releases.errors import TrafficError
@@ -67,19 +67,23 @@ def test_retire_and_restore_rules() -> None:
     assert back.retired == [] and back.weights == retired.weights
 
 
+SCALE = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}
+FIXED = {
+    "num_replicas": "auto",
+    "autoscaling_config": {"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1},
+}
+
+
 def test_overrides_park_exactly_the_named_deployments() -> None:
-    kept = {"name": "retriever-1", "max_ongoing_requests": 8}
     current = [
         {"name": "ingress", "user_config": {"old": 1}, "max_ongoing_requests": 99},
-        kept,
-        {
-            "name": "generator-2",
-            "num_replicas": "auto",
-            "autoscaling_config": PARKED_SCALE,
-        },
+        {"name": "retriever-1", "max_ongoing_requests": 8, **SCALE},
+        {"name": "generator", **FIXED},
     ]
+    scales = {"retriever-1": SCALE, "generator": FIXED}
     out = {
-        e["name"]: e for e in deployment_overrides(current, {"new": 2}, {"retriever-1"})
+        e["name"]: e
+        for e in deployment_overrides(current, {"new": 2}, {"retriever-1"}, scales)
     }
     assert out["ingress"] == {
         "name": "ingress",
@@ -88,10 +92,33 @@ def test_overrides_park_exactly_the_named_deployments() -> None:
     }
     assert out["retriever-1"]["autoscaling_config"] == PARKED_SCALE
     assert out["retriever-1"]["max_ongoing_requests"] == 8  # the user's own kept
-    assert "generator-2" not in out  # unparked: back to its code's scale
-    assert kept == {"name": "retriever-1", "max_ongoing_requests": 8}  # not mutated
-    again = deployment_overrides(list(out.values()), {"new": 3}, set())
-    assert {e["name"]: e for e in again}["retriever-1"] == kept
+    assert out["generator"] == {"name": "generator", **FIXED}
+    assert current[1]["autoscaling_config"] == SCALE["autoscaling_config"]  # as was
+    again = deployment_overrides(list(out.values()), {"new": 3}, set(), scales)
+    assert {e["name"]: e for e in again}["retriever-1"] == current[1]
+
+
+def _app(deployments: list[dict]) -> dict:
+    return {
+        "name": "ragserve",
+        "import_path": "graph.builder:build_app",
+        "args": {"releases": {"serve": ["A", "B"]}},
+        "deployments": deployments,
+    }
+
+
+def test_parking_never_costs_a_rebuild() -> None:
+    scales = {"retriever-1": SCALE, "generator": FIXED}
+    listed = _app([{"name": n, **s} for n, s in scales.items()])
+    # Listed from the first deploy (ragserve serve): parked in place.
+    planned = plan_update(listed, {"w": 1}, {"retriever-1"}, scales)
+    by_name = {e["name"]: e for e in planned}
+    assert by_name["retriever-1"]["autoscaling_config"] == PARKED_SCALE
+    # A hand-written config that never listed them (a serveConfigV2 with only
+    # the ingress): parking would change the code version; only the weights go.
+    bare = _app([{"name": "ingress", "user_config": {"w": 0}}])
+    planned = plan_update(bare, {"w": 1}, {"retriever-1"}, scales)
+    assert planned == [{"name": "ingress", "user_config": {"w": 1}}]
 
 
 def _router(grace_s: float) -> ReleaseRouter:
