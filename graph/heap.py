@@ -2,10 +2,10 @@
 replica's RSS follows what it holds rather than what its allocator keeps.
 
 Torch's variously sized buffers, freed on many threads, leave free memory
-inside glibc's arenas that RSS keeps counting (the embedder grew ~300 MiB
-over its first few thousand calls while the Python heap stayed flat, and one
-`malloc_trim(0)` gave all of it back: load_tests/README.md, "Soak"). One call
-a minute costs a few milliseconds; `RAGSERVE_MALLOC_TRIM_S=0` turns it off.
+inside glibc's arenas that RSS keeps counting (the embedder in one process
+grew from 593 to 975 MiB over 1,200 batches, and ended at 606 MiB with this
+trimmer: load_tests/README.md, "Soak"). One call a minute costs about a
+millisecond; `RAGSERVE_MALLOC_TRIM_S=0` turns it off.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ as the envelope); knows nothing of the routes behind it.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import Any
@@ -95,8 +96,14 @@ async def _call(request: Request, call_next: Any, rid: str) -> Response:
 
 
 def finish(response: Response, span: Span, rid: str) -> Response:
-    """Name the request and its trace on the response."""
-    response.headers["x-request-id"] = rid
+    """Name the request and its trace on the response. Behind Serve's proxy
+    the proxy names the request (the same id: it puts it on the request when
+    the client sent none), so a second header would only repeat it."""
+    if behind_serve_proxy():
+        if "x-request-id" in response.headers:
+            del response.headers["x-request-id"]
+    else:
+        response.headers["x-request-id"] = rid
     trace_id = trace_id_hex(span)
     if trace_id:
         response.headers["x-trace-id"] = trace_id
@@ -109,3 +116,16 @@ def authorized(request: Request, keys: frozenset[str]) -> bool:
         return True
     auth = request.headers.get("authorization", "")
     return auth.startswith("Bearer ") and auth.removeprefix("Bearer ").strip() in keys
+
+
+@functools.cache
+def behind_serve_proxy() -> bool:
+    """Whether this app runs in a Serve replica (whose proxy adds `X-Request-ID`
+    to every response) rather than in-process (tests, `TestClient`)."""
+    try:
+        from ray import serve
+
+        serve.get_replica_context()
+    except Exception:
+        return False
+    return True

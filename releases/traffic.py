@@ -145,6 +145,7 @@ def set_weights(
     live = list(warm)
     _check_weights(weights, live)
     full = {name: int(weights.get(name, 0)) for name in live}
+    warm = _with_retired(state, warm)
     _check_warm([n for n, w in full.items() if w > 0], warm)
     shadow = dict(shadow or {})
     _check_known(shadow, live)
@@ -200,7 +201,7 @@ def rollback(state: TrafficState, warm: Mapping[str, str]) -> TrafficState:
                 "no earlier stable release is live in this graph"
             )
         target = history.pop()
-    _check_warm([target], warm)
+    _check_warm([target], _with_retired(state, warm))
     full = {n: (100 if n == target else 0) for n in live}
     return state.model_copy(
         update={
@@ -228,6 +229,11 @@ def take_weight_away(state: TrafficState, name: str, reason: str) -> TrafficStat
             "revision": state.revision + 1,
         }
     )
+
+
+def _with_retired(state: TrafficState, warm: Mapping[str, str]) -> dict[str, str]:
+    # The state's own word wins over a replica's view of its warm-up.
+    return {n: ("retired" if n in state.retired else s) for n, s in warm.items()}
 
 
 def _has_traffic(state: TrafficState, name: str) -> bool:
@@ -280,9 +286,12 @@ def retire(state: TrafficState, name: str) -> TrafficState:
     )
 
 
-def restore(state: TrafficState, name: str, live: Iterable[str]) -> TrafficState:
+def restore(
+    state: TrafficState, name: str, live: Iterable[str], now: float
+) -> TrafficState:
     """`name` back from retirement: its deployments return to their configured
-    scale; it takes weight again once warm.
+    scale; it takes weight again once warm, and its grace period starts over
+    at `now` (given no traffic, it retires again).
 
     Raises:
         TrafficError: not live here, or not retired.
@@ -296,6 +305,7 @@ def restore(state: TrafficState, name: str, live: Iterable[str]) -> TrafficState
     return state.model_copy(
         update={
             "retired": [n for n in state.retired if n != name],
+            "idle_since": {**state.idle_since, name: now},
             "revision": state.revision + 1,
         }
     )

@@ -9,6 +9,7 @@ user_config, and answered once this replica runs with it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -53,8 +54,11 @@ async def traffic_show(ctx: Ctx) -> dict[str, Any]:
 async def traffic_set(body: TrafficChange, ctx: Ctx) -> dict[str, Any]:
     """New weights (and shadow shares) for the running graph."""
     r = _router(ctx)
-    warm = r.warm_states()
-    await r.change(lambda s: policy.set_weights(s, body.weights, body.shadow, warm))
+    # Warm-up states are read under the change lock (a retirement may just
+    # have gone before).
+    await r.change(
+        lambda s: policy.set_weights(s, body.weights, body.shadow, r.warm_states())
+    )
     return r.describe()
 
 
@@ -62,8 +66,9 @@ async def traffic_set(body: TrafficChange, ctx: Ctx) -> dict[str, Any]:
 async def promote(body: Promotion, ctx: Ctx) -> dict[str, Any]:
     """A live release to 100%; the previous stable one becomes the rollback."""
     r = _router(ctx)
-    warm = r.warm_states()
-    await r.change(lambda s: policy.promote(s, body.release, warm), "release.promote")
+    await r.change(
+        lambda s: policy.promote(s, body.release, r.warm_states()), "release.promote"
+    )
     return r.describe()
 
 
@@ -71,8 +76,7 @@ async def promote(body: Promotion, ctx: Ctx) -> dict[str, Any]:
 async def rollback(ctx: Ctx) -> dict[str, Any]:
     """The stable release (or the one before it) back to 100%."""
     r = _router(ctx)
-    warm = r.warm_states()
-    await r.change(lambda s: policy.rollback(s, warm), "release.rollback")
+    await r.change(lambda s: policy.rollback(s, r.warm_states()), "release.rollback")
     return r.describe()
 
 
@@ -82,5 +86,7 @@ async def restore(body: Promotion, ctx: Ctx) -> dict[str, Any]:
     (it takes weight once `traffic show` says warm)."""
     r = _router(ctx)
     live = list(r.releases)
-    await r.change(lambda s: policy.restore(s, body.release, live), "release.restore")
+    await r.change(
+        lambda s: policy.restore(s, body.release, live, time.time()), "release.restore"
+    )
     return r.describe()

@@ -53,6 +53,7 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
 def release_config(tmp: Path, model: Path, port: int, otlp: str | None) -> Path:
     data = graph_args(tmp, model, port, otlp)
     data["retrieval"].pop("index_dir")
+    data["tenants"]["audit_log"] = str(tmp / "audit.jsonl")  # = graph_env's
     # Two retrievers and three releases on 2 CPUs: keep every node at 1 replica.
     for node in ("embedder", "retriever", "reranker"):
         data["deployments"].setdefault(node, {})["num_replicas"] = 1

@@ -60,11 +60,18 @@ def test_retire_and_restore_rules() -> None:
             retired, {"A": 50, "B": 50}, None, {"A": "warm", "B": "retired"}
         )
     with pytest.raises(TrafficError, match="not retired"):
-        policy.restore(retired, "A", ["A", "B"])
+        policy.restore(retired, "A", ["A", "B"], 9.0)
     with pytest.raises(TrafficError, match="not live"):
-        policy.restore(retired, "Z", ["A", "B"])
-    back = policy.restore(retired, "B", ["A", "B"])
+        policy.restore(retired, "Z", ["A", "B"], 9.0)
+    back = policy.restore(retired, "B", ["A", "B"], 9.0)
     assert back.retired == [] and back.weights == retired.weights
+    # Its grace period starts over: not due at once, due a grace later.
+    assert back.idle_since == {"B": 9.0}
+    assert policy.due_for_retirement(back, 60, 10.0) == []
+    assert policy.due_for_retirement(back, 60, 69.0) == ["B"]
+    # Whatever a replica's warm-up view says, the state's retired list wins.
+    with pytest.raises(TrafficError, match="is retired"):
+        policy.set_weights(retired, {"A": 50, "B": 50}, None, WARM)
 
 
 SCALE = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}
@@ -164,7 +171,7 @@ async def test_a_replaced_release_parks_only_its_own_deployments() -> None:
     await router.retire_due()  # nothing more to do: no second change
     assert len(router.applied) == 2  # type: ignore[attr-defined]
     back = router.reconfigure(
-        policy.restore(router.state, "A", ["A", "B"]).model_dump()
+        policy.restore(router.state, "A", ["A", "B"], time.time()).model_dump()
     )
     assert [r.name for r in back] == ["A"] and router.releases["A"].state == "warming"
     assert router.parked(router.state) == set()
