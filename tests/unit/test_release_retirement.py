@@ -7,16 +7,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
-from graph.api import ServingContext, create_app
 from graph.release_router import LiveRelease, ReleaseRouter
 from graph.serve_config import PARKED_SCALE, deployment_overrides, plan_update
 from releases import traffic as policy
 from releases.canary import CanaryPolicy
 from releases.errors import TrafficError
 from releases.traffic import TrafficState
-from tests.unit.test_release_routing import CHAT, release_ctx
+from tests.unit.test_release_routing import CHAT, release_ctx, routed_client
 
 WARM = {"A": "warm", "B": "warm"}
 
@@ -193,16 +191,7 @@ def test_a_pin_to_a_retired_release_is_refused() -> None:
         .model_copy(update={"retired": ["A"]})
         .model_dump()
     )
-    first = router.releases["B"].ctx
-    ctx = ServingContext(
-        args=first.args,
-        pipeline=first.pipeline,
-        names=first.names,
-        embed_with_usage=first.embed_with_usage,
-        readiness=first.readiness,
-        router=router,
-    )
-    client = TestClient(create_app(ctx), raise_server_exceptions=False)
+    client = routed_client(router, "B")
     r = client.post(
         "/v1/chat/completions", json=CHAT, headers={"x-ragserve-release": "A"}
     )

@@ -67,7 +67,12 @@ def router() -> ReleaseRouter:
 
 @pytest.fixture
 def client(router: ReleaseRouter) -> TestClient:
-    first = router.releases["A"].ctx
+    return routed_client(router)
+
+
+def routed_client(router: ReleaseRouter, first_release: str = "A") -> TestClient:
+    """The HTTP app over `router`'s releases (no Ray)."""
+    first = router.releases[first_release].ctx
     ctx = ServingContext(
         args=first.args,
         pipeline=first.pipeline,
