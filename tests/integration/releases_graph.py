@@ -3,14 +3,17 @@ in its own process (its own Ray, as a user runs it), fed by real releases.
 
 Releases: A (the bundled docs/), B (a small corpus with a distinctive fact),
 C (B's artifacts with an injected delay: a deliberately worse canary). All
-three share one embedder and one generator deployment.
+three share one embedder and one generator deployment. Also the streaming
+load a switch runs under, and the graph's Prometheus series.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -128,3 +131,83 @@ def graph_env(tmp: Path, registry: Path) -> dict[str, str]:
     env["RAY_TMPDIR"] = f"/tmp/ray-rel-{os.getpid()}"  # short: socket paths
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+def scrape_until(graph: dict[str, Any], needle: str) -> str:
+    ports = metrics_ports(graph)
+    deadline = time.time() + 60
+    text = ""
+    while time.time() < deadline:
+        for port in ports:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            except httpx.HTTPError:
+                continue
+            if needle in text and "ragserve_requests_total" in text:
+                return text
+        time.sleep(2)
+    return text
+
+
+def metrics_ports(graph: dict[str, Any]) -> list[int]:
+    # Ray writes each node's metrics export port into its session folder.
+    session = Path(graph["env"]["RAY_TMPDIR"]) / "ray" / "session_latest"
+    return [
+        int(p.read_text().strip())
+        for p in session.glob("metrics_export_port_*")
+        if p.read_text().strip().isdigit()
+    ]
+
+
+class StreamingLoad:
+    """Four clients streaming chat completions in a loop; every request's
+    start time, status and release are kept."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.results: list[tuple[float, int, str | None]] = []
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._run) for _ in range(4)]
+
+    def _run(self) -> None:
+        body = {
+            "messages": [{"role": "user", "content": "How does batching work?"}],
+            "stream": True,
+            "max_tokens": 4,
+        }
+        with httpx.Client(base_url=self.url, timeout=120) as c:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                        text = r.read().decode()
+                        ok = r.status_code == 200 and not error_event(text)
+                        status = r.status_code if ok else 599
+                        self.results.append(
+                            (started, status, r.headers.get("x-ragserve-release"))
+                        )
+                        if not ok:  # what went wrong, for the assertion's message
+                            self.errors.append(f"{r.status_code} {text[-400:]!r}")
+                except httpx.HTTPError as exc:
+                    self.results.append((started, 0, None))
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> StreamingLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=120)
+
+
+def error_event(text: str) -> bool:
+    """An SSE `data:` event whose JSON is an error envelope (not a chunk whose
+    text merely says "error")."""
+    events = [
+        line[5:].strip() for line in text.splitlines() if line.startswith("data:")
+    ]
+    return any("error" in json.loads(e) for e in events if e != "[DONE]")

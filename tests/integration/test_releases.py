@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -208,83 +207,12 @@ def test_every_answer_names_its_release(
     (root,) = [s for s in spans if s.name == "rag.request"]
     assert root.attributes["release"] == "B"
     # The release label on the graph's own series, through Ray's metrics agent.
-    text = _scrape_until(graph, 'release="B"')
+    text = rg.scrape_until(graph, 'release="B"')
     assert "ragserve_requests_total{" in text and 'release="B"' in text
 
 
-def _scrape_until(graph: dict[str, Any], needle: str) -> str:
-    ports = _metrics_ports(graph)
-    deadline = time.time() + 60
-    text = ""
-    while time.time() < deadline:
-        for port in ports:
-            try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-            except httpx.HTTPError:
-                continue
-            if needle in text and "ragserve_requests_total" in text:
-                return text
-        time.sleep(2)
-    return text
-
-
-def _metrics_ports(graph: dict[str, Any]) -> list[int]:
-    # Ray writes each node's metrics export port into its session folder.
-    session = Path(graph["env"]["RAY_TMPDIR"]) / "ray" / "session_latest"
-    return [
-        int(p.read_text().strip())
-        for p in session.glob("metrics_export_port_*")
-        if p.read_text().strip().isdigit()
-    ]
-
-
-class StreamingLoad:
-    """Four clients streaming chat completions in a loop; every request's
-    start time, status and release are kept."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.results: list[tuple[float, int, str | None]] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._run) for _ in range(4)]
-
-    def _run(self) -> None:
-        body = {
-            "messages": [{"role": "user", "content": "How does batching work?"}],
-            "stream": True,
-            "max_tokens": 4,
-        }
-        with httpx.Client(base_url=self.url, timeout=120) as c:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    with c.stream("POST", "/v1/chat/completions", json=body) as r:
-                        text = r.read().decode()
-                        ok = r.status_code == 200 and not _error_event(text)
-                        status = r.status_code if ok else 599
-                        self.results.append(
-                            (started, status, r.headers.get("x-ragserve-release"))
-                        )
-                        if not ok:  # what went wrong, for the assertion's message
-                            self.errors.append(f"{r.status_code} {text[-400:]!r}")
-                except httpx.HTTPError as exc:
-                    self.results.append((started, 0, None))
-                    self.errors.append(repr(exc))
-
-    def __enter__(self) -> StreamingLoad:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout=120)
-
-
 def _switch(
-    graph: dict[str, Any], load: StreamingLoad, argv: list[str], to: str
+    graph: dict[str, Any], load: rg.StreamingLoad, argv: list[str], to: str
 ) -> dict:
     time.sleep(3)  # load running before the switch
     t0 = time.monotonic()
@@ -304,7 +232,7 @@ def _switch(
 
 
 def test_switch_and_rollback_under_streaming_load(graph: dict[str, Any]) -> None:
-    with rg_load(graph) as load:
+    with rg.StreamingLoad(graph["url"]) as load:
         to_b = _switch(graph, load, ["traffic", "set", "A=0", "B=100"], "B")
         back = _switch(graph, load, ["release", "rollback"], "A")
     failed = [r for r in load.results if r[1] != 200]
@@ -319,19 +247,6 @@ def test_switch_and_rollback_under_streaming_load(graph: dict[str, Any]) -> None
     assert len(failed) <= 1, (failed[:5], load.errors[:5])
     state = show(graph)
     assert state["A"]["weight"] == 100 and state["B"]["weight"] == 0
-
-
-def _error_event(text: str) -> bool:
-    """An SSE `data:` event whose JSON is an error envelope (not a chunk whose
-    text merely says "error")."""
-    events = [
-        line[5:].strip() for line in text.splitlines() if line.startswith("data:")
-    ]
-    return any("error" in json.loads(e) for e in events if e != "[DONE]")
-
-
-def rg_load(graph: dict[str, Any]) -> StreamingLoad:
-    return StreamingLoad(graph["url"])
 
 
 @pytest.mark.parametrize(
