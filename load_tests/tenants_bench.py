@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
     generator: dict[str, Any] = {"default_max_tokens": ns.max_tokens}
     if ns.model:
         generator["model"] = ns.model
-    return {
+    cfg = {
         "models": {"generator": generator},
         "retrieval": {"index_dir": str(ns.index)},
         "deployments": {"ingress": {"num_replicas": 2}},
@@ -59,6 +60,21 @@ def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
             },
         },
     }
+    for item in ns.set:
+        _override(cfg, item)
+    return cfg
+
+
+def _override(cfg: dict[str, Any], item: str) -> None:
+    """Apply one `--set a.b.c=VALUE` (VALUE read as YAML) to the config."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(text)
 
 
 def _add_tenant(cfg: Path, name: str, *flags: str) -> str:
@@ -110,23 +126,33 @@ async def _stream(
 
 
 async def _tenant_load(
-    url: str, key: str, streams: int, seconds: float, max_tokens: int
+    url: str, key: str, streams: int, ns: argparse.Namespace, seed: int
 ) -> dict[str, Any]:
+    """`streams` clients of one tenant, each sending one stream after another
+    for `ns.phase_s`. Each request asks for `ns.max_tokens` give or take
+    `ns.length_jitter` (uniformly), and each client starts within the first
+    second, as independent clients do; with a jitter of 0 every stream is as
+    long as every other and they all restart together (lockstep)."""
     ttfts: list[float] = []
     tokens = 0
-    deadline = time.perf_counter() + seconds
+    deadline = time.perf_counter() + ns.phase_s
+    lo = max(1, round(ns.max_tokens * (1 - ns.length_jitter)))
+    hi = max(lo, round(ns.max_tokens * (1 + ns.length_jitter)))
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
 
-        async def worker() -> None:
+        async def worker(n: int) -> None:
             nonlocal tokens
+            rng = random.Random(seed * 1000 + n)
+            if ns.length_jitter > 0:
+                await asyncio.sleep(rng.uniform(0, 1))
             while time.perf_counter() < deadline:
-                ttft, n = await _stream(client, key, max_tokens)
+                ttft, got = await _stream(client, key, rng.randint(lo, hi))
                 if ttft is not None:
                     ttfts.append(ttft)
-                tokens += n
+                tokens += got
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(streams)))
+        await asyncio.gather(*(worker(n) for n in range(streams)))
         elapsed = time.perf_counter() - started
     return {
         "streams": streams,
@@ -146,11 +172,10 @@ def _pct(values: list[float], q: int) -> float | None:
 
 
 async def _fair_share(url: str, keys: dict[str, str], ns: argparse.Namespace) -> dict:
-    s, m = ns.phase_s, ns.max_tokens
-    b_alone = await _tenant_load(url, keys["B"], 1, s, m)
-    a_alone = await _tenant_load(url, keys["A"], 16, s, m)
+    b_alone = await _tenant_load(url, keys["B"], 1, ns, 1)
+    a_alone = await _tenant_load(url, keys["A"], 16, ns, 2)
     a_both, b_both = await asyncio.gather(
-        _tenant_load(url, keys["A"], 16, s, m), _tenant_load(url, keys["B"], 1, s, m)
+        _tenant_load(url, keys["A"], 16, ns, 2), _tenant_load(url, keys["B"], 1, ns, 1)
     )
     b_ratio = (b_both["ttft_p95_s"] or 0) / (b_alone["ttft_p95_s"] or 1)
     a_floor = 0.8 * a_alone["tokens_per_s"] - b_both["tokens_per_s"]
@@ -257,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rpm-s", type=float, default=120.0)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
+        "--length-jitter",
+        type=float,
+        default=0.5,
+        help="each request's max_tokens varies by this fraction (0: lockstep)",
+    )
+    parser.add_argument(
         "--slots", type=int, help="fair-share slots (default: max_num_seqs)"
     )
     parser.add_argument(
@@ -265,8 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fifo", action="store_true", help="fair share off: the FIFO comparison"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. models.generator.threads=1 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
     ns = parser.parse_args(argv)
+    if not 0 <= ns.length_jitter < 1:
+        parser.error(f"--length-jitter must be in [0, 1), got {ns.length_jitter}")
     tmp = Path(tempfile.mkdtemp(prefix="ragserve-tenants-bench-"))
     cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump(_config(ns, tmp, ns.port)))
@@ -304,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reserved_slots": ns.reserved_slots,
                 "fair_share": not ns.fifo,
                 "model": ns.model,
+                "set": ns.set,
+                "max_tokens": ns.max_tokens,
+                "length_jitter": ns.length_jitter,
             },
         }
     finally:

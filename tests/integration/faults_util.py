@@ -35,12 +35,13 @@ def replicas(deployment: str, app: str = APP) -> list[dict[str, Any]]:
 
 
 def wait_replaced(
-    deployment: str, old_ids: set[str], timeout_s: float = 240
+    deployment: str, old_ids: set[str], timeout_s: float = 240, app: str = APP
 ) -> dict[str, Any]:
     """Wait for a RUNNING replica that is not one of `old_ids`."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        fresh = [r for r in replicas(deployment) if r["replica_id"] not in old_ids]
+        live = replicas(deployment, app)
+        fresh = [r for r in live if r["replica_id"] not in old_ids]
         if fresh:
             return fresh[0]
         time.sleep(0.5)

@@ -7,7 +7,9 @@ an ingress restart, and the audit log of the whole run verifying."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -292,3 +294,55 @@ def test_tenant_names_its_trace_and_series_never_its_key(
     missing = [w for w in wanted if w not in text]
     assert not missing, missing
     assert key not in text
+
+
+def test_an_ingress_replica_killed_under_load_loses_only_its_own_requests(
+    tgraph: dict[str, Any],
+) -> None:
+    """SIGKILL of one of two ingress replicas under a 4-client load: the
+    requests it was serving end at once (Serve's proxy answers them; nothing
+    hangs), every request that starts after the kill is a 200 from the other
+    replica, and Serve starts a replacement."""
+    from tests.integration.faults_util import CHAT, replicas, send, wait_replaced
+
+    key = _add(tgraph, "ha-tenant")
+    before = replicas("ingress", app=APP)
+    assert len(before) == 2, before
+    seen: list[tuple[float, float, int, str]] = []  # start, end, status, detail
+    killed_at = float("inf")
+    stop = time.time() + 600
+
+    def client(n: int) -> None:
+        msgs = [{"role": "user", "content": "What is RAG?"}]
+        with httpx.Client(base_url=tgraph["url"], headers=_h(key), timeout=120) as c:
+            i = 0
+            while time.time() < min(stop, killed_at + 8):
+                i += 1
+                started = time.time()
+                body = {"messages": msgs, "max_tokens": 8, "stream": i % 2 == 0}
+                o = send(c, "POST", CHAT, json=body)
+                ok = o.status == 200 and o.stream_error is None and o.done
+                seen.append((started, time.time(), 200 if ok else o.status, o.detail))
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client, n) for n in range(4)]
+        while sum(1 for s in seen if s[2] == 200) < 8:
+            assert time.time() < stop, seen
+            time.sleep(0.2)
+        killed_at = time.time()
+        os.kill(before[0]["pid"], signal.SIGKILL)
+        for f in futures:
+            f.result()
+    lost = [s for s in seen if s[2] != 200]
+    # only what was in flight when the replica died: started before, ended soon
+    assert len(lost) <= 4, lost
+    for started, ended, _, _ in lost:
+        assert started < killed_at + 0.5 and ended < killed_at + 5, (killed_at, lost)
+    after = [s for s in seen if s[0] > killed_at + 0.5]
+    assert len(after) >= 8 and all(s[2] == 200 for s in after), after
+    print(
+        f"[ingress replica killed: {len(seen)} requests, lost "
+        f"{[(s[2], round(s[1] - killed_at, 2), s[3][:60]) for s in lost]}, "
+        f"{len(after)} after it all 200]"
+    )
+    wait_replaced("ingress", {r["replica_id"] for r in before}, 120, app=APP)
