@@ -4,7 +4,8 @@ Knows how to find or start the actor and how to call it without blocking the
 event loop (admission and slot waits are awaited; token charges and finishes
 are sent without waiting, in order); the bookkeeping is `tenants.ledger`.
 Detached, so its counters outlive any ingress replica (and app redeploys);
-restarted by Ray if its process dies (counters then start over).
+restarted by Ray if its process dies: today's token counts come back from the
+tenant database, rpm, tpm and concurrency start over.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from graph.config import RagServingArgs
+from tenants.config import resolve_db_url
 from tenants.ledger import Ledger, Slot
 
 ACTOR_NAME = "ragserve-tenant-ledger"
@@ -31,6 +33,7 @@ def ledger_options(args: RagServingArgs) -> dict[str, Any]:
         "max_queued": args.deployments.generator.max_queued_requests,
         "prompt_token_weight": fair.prompt_token_weight,
         "completion_token_weight": fair.completion_token_weight,
+        "usage_db": resolve_db_url(t.db),
     }
 
 
@@ -50,10 +53,11 @@ class ActorLedger:
     def __init__(self, args: RagServingArgs, name: str | None = None) -> None:
         import ray
 
+        name = name or f"{ACTOR_NAME}-{_app_name()}"
         self._actor = (
             ray.remote(Ledger)
             .options(
-                name=name or f"{ACTOR_NAME}-{_app_name()}",
+                name=name,
                 namespace=NAMESPACE,
                 lifetime="detached",
                 get_if_exists=True,
@@ -61,7 +65,7 @@ class ActorLedger:
                 max_restarts=-1,
                 max_concurrency=10_000,
             )
-            .remote(**ledger_options(args))
+            .remote(**ledger_options(args), usage_scope=name)
         )
 
     async def admit(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any]:

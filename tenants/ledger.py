@@ -6,18 +6,27 @@ and single-process servers use it directly.
 A request's life: `admit` (a lease or a refusal) -> `acquire` (waits for a
 generation slot while the generator is saturated) -> `charge` (tokens as they
 stream; the last call reconciles to the final usage) -> `finish`.
+
+Given a tenant database (`usage_db`), the ledger writes today's token counts
+there every `flush_s` while they change and reads them back when it starts,
+so a restarted ledger keeps each daily quota (losing at most the last
+`flush_s` of counts); rpm, tpm and concurrency start over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
 from tenants.fairshare import FairShare
-from tenants.limits import Decision, RateLimiter
+from tenants.limits import Decision, RateLimiter, utc_day
 from tenants.records import Limits
+from tenants.usage import DailyUsage
+
+logger = logging.getLogger(__name__)
 
 
 class Slot(NamedTuple):
@@ -42,8 +51,19 @@ class Ledger:
         max_queued: int = -1,
         prompt_token_weight: float = 1.0,
         completion_token_weight: float = 2.0,
+        usage_db: str | None = None,
+        usage_scope: str = "default",
+        flush_s: float = 1.0,
     ) -> None:
         self._limits = RateLimiter(window_s, lease_timeout_s)
+        self._usage = DailyUsage(usage_db, usage_scope) if usage_db else None
+        if self._usage is not None:
+            now = time.time()
+            day = utc_day(now)
+            self._limits.restore_day(day, self._usage.load(day), now)
+        self._flush_s = flush_s
+        self._dirty = False
+        self._flusher: asyncio.Task[None] | None = None
         self._fair = FairShare(slots, reserved_slots)
         self._max_queued = max_queued
         self._weights = (prompt_token_weight, completion_token_weight)
@@ -53,6 +73,8 @@ class Ledger:
     async def admit(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any]:
         """A lease for one request of `tenant`, or why not (a `Decision` as a
         dict, so it crosses process boundaries as plain data)."""
+        if self._usage is not None and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         now = time.time()
         for lease in self._limits.expire_leases(now):
             self._release_slot(lease)
@@ -88,6 +110,7 @@ class Ledger:
             lease, prompt_tokens + completion_tokens, time.time()
         )
         if tenant is not None:
+            self._dirty = True
             wp, wc = self._weights
             self._fair.charge(tenant, wp * prompt_tokens + wc * completion_tokens)
 
@@ -112,6 +135,22 @@ class Ledger:
             future = self._waiting.pop(lease, None)
             if future is not None and not future.done():
                 future.set_result(None)
+
+    async def _flush_loop(self) -> None:
+        """Write today's counts while they change (a failed write is retried)."""
+        assert self._usage is not None
+        while True:
+            await asyncio.sleep(self._flush_s)
+            if not self._dirty:
+                continue
+            self._dirty = False
+            # the snapshot on the loop, where the counts change; the write off it
+            day, counts = self._limits.day_tokens(time.time())
+            try:
+                await asyncio.to_thread(self._usage.save, day, counts)
+            except Exception:
+                self._dirty = True
+                logger.exception("could not save daily token counts")
 
     def stats(self) -> dict[str, Any]:
         """Fair-share counters and queues, slots in use (tests, debugging)."""

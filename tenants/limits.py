@@ -56,7 +56,8 @@ def duration(seconds: float) -> str:
     return f"{m}m{s}s" if m else f"{s}s"
 
 
-def _utc_day(now: float) -> str:
+def utc_day(now: float) -> str:
+    """The UTC day of `now`, as YYYY-MM-DD (when daily quotas start over)."""
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
 
 
@@ -81,7 +82,7 @@ class RateLimiter:
             w.requests.popleft()
         while w.tokens and w.tokens[0][0] <= edge:
             w.token_sum -= w.tokens.popleft()[1]
-        day = _utc_day(now)
+        day = utc_day(now)
         if w.day != day:
             w.day, w.day_tokens = day, 0
         return w
@@ -195,6 +196,24 @@ class RateLimiter:
             if w is not None:
                 w.active = max(0, w.active - 1)
         return held
+
+    def day_tokens(self, now: float) -> tuple[str, dict[str, int]]:
+        """Today (UTC) and each tenant's tokens counted today."""
+        day = utc_day(now)
+        counts = {
+            name: w.day_tokens
+            for name, w in self._tenants.items()
+            if w.day == day and w.day_tokens > 0
+        }
+        return day, counts
+
+    def restore_day(self, day: str, counts: dict[str, int], now: float) -> None:
+        """Take up `day`'s counts (as saved by an earlier ledger) if it is today."""
+        if day != utc_day(now):
+            return
+        for tenant, tokens in counts.items():
+            w = self._window(tenant, now)
+            w.day_tokens = max(w.day_tokens, tokens)
 
     def usage(self, tenant: str, now: float) -> dict[str, int]:
         """Current counts (for tests and `/v1/...` headers)."""

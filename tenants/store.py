@@ -90,7 +90,9 @@ class Completion:
     trace_id: str | None
 
 
-def _engine(url: str) -> Engine:
+def open_engine(url: str) -> Engine:
+    """An engine for the tenant database at `url` (SQLite: WAL, shared by
+    every process that opens the file)."""
     try:
         parsed = make_url(url)
     except Exception:
@@ -117,7 +119,7 @@ class TenantStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = _engine(url)
+        self._engine = open_engine(url)
         try:
             _meta.create_all(self._engine)
             with self._engine.begin() as conn:

@@ -2,7 +2,8 @@
 their own over the session graph's steps): limits exact across replicas (not 2x), the
 openai client's RateLimitError, tokens counted, feedback joined to its
 completion, revocation on every replica within a second, counters surviving
-an ingress restart, and the audit log of the whole run verifying."""
+an ingress restart, the audit log of the whole run verifying, an ingress
+replica's death under load, and a daily quota surviving the ledger's death."""
 
 from __future__ import annotations
 
@@ -346,3 +347,33 @@ def test_an_ingress_replica_killed_under_load_loses_only_its_own_requests(
         f"{len(after)} after it all 200]"
     )
     wait_replaced("ingress", {r["replica_id"] for r in before}, 120, app=APP)
+
+
+def test_a_daily_quota_survives_the_ledgers_death(tgraph: dict[str, Any]) -> None:
+    """The ledger actor killed (Ray restarts it): today's token counts come
+    back from the tenant database, so a spent quota stays spent."""
+    import ray
+
+    from graph.ledger_actor import ACTOR_NAME, NAMESPACE
+
+    key = _add(tgraph, "ledger-quota-tenant", daily_tokens=1)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    chat = tgraph["url"] + "/v1/chat/completions"
+    assert httpx.post(chat, json=body, headers=_h(key), timeout=120).status_code == 200
+    time.sleep(2)  # the ledger writes its counts every second
+    ledger = ray.get_actor(f"{ACTOR_NAME}-{APP}", namespace=NAMESPACE)
+    pid = ray.get(ledger.__ray_call__.remote(lambda self: os.getpid()))
+    ray.kill(ledger, no_restart=False)
+    deadline = time.time() + 120
+    seen: list[int] = []
+    while time.time() < deadline:
+        r = httpx.post(chat, json=body, headers=_h(key), timeout=60)
+        seen.append(r.status_code)
+        if r.status_code == 429:
+            break
+        assert r.status_code != 200, seen  # a fresh ledger must not admit it
+        time.sleep(1)
+    assert seen[-1] == 429, seen
+    assert r.json()["error"]["code"] == "insufficient_quota"
+    restarted = ray.get(ledger.__ray_call__.remote(lambda self: os.getpid()))
+    assert restarted != pid  # a new process answered

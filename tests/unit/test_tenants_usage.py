@@ -1,0 +1,65 @@
+"""Daily token counts in the tenant database (a real SQLite file): saved by
+one ledger, read back by the next, so a restarted ledger keeps each quota."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tenants.ledger import Ledger
+from tenants.limits import RateLimiter, utc_day
+from tenants.records import Limits, TenantError
+from tenants.usage import DailyUsage
+
+
+def test_counts_are_saved_replaced_and_kept_apart_by_scope(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    a, b = DailyUsage(url, "ledger-a"), DailyUsage(url, "ledger-b")
+    a.save("2026-12-01", {"t1": 10, "t2": 5})
+    a.save("2026-12-01", {"t1": 12})  # replaced, t2 untouched
+    a.save("2026-11-30", {"t1": 99})
+    b.save("2026-12-01", {"t1": 1})
+    assert a.load("2026-12-01") == {"t1": 12, "t2": 5}
+    assert a.load("2026-11-30") == {"t1": 99}
+    assert b.load("2026-12-01") == {"t1": 1}
+    assert DailyUsage(url, "ledger-a").load("2026-12-02") == {}
+
+
+def test_a_bad_url_is_a_one_line_error() -> None:
+    with pytest.raises(TenantError, match="not a database URL"):
+        DailyUsage("not a url", "x")
+
+
+def test_only_todays_counts_are_taken_up() -> None:
+    limiter = RateLimiter()
+    now = time.time()
+    limiter.restore_day("1999-01-01", {"t": 50}, now)
+    assert limiter.usage("t", now)["day_tokens"] == 0
+    limiter.restore_day(utc_day(now), {"t": 50}, now)
+    assert limiter.usage("t", now)["day_tokens"] == 50
+    assert limiter.day_tokens(now) == (utc_day(now), {"t": 50})
+    decision = limiter.admit("t", Limits(daily_tokens=50), now)
+    assert decision.lease is None and decision.code == "insufficient_quota"
+
+
+async def test_a_new_ledger_keeps_the_daily_quota_of_the_one_before(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    first = Ledger(usage_db=url, usage_scope="app", flush_s=0.05)
+    lease = (await first.admit("t", {"daily_tokens": 100}))["lease"]
+    first.charge(lease, 60, 40)
+    first.finish(lease)
+    deadline = time.time() + 10
+    while DailyUsage(url, "app").load(utc_day(time.time())) != {"t": 100}:
+        assert time.time() < deadline, "counts never written"
+        await asyncio.sleep(0.05)
+    # the ledger's process dies; Ray starts a new one with the same arguments
+    second = Ledger(usage_db=url, usage_scope="app")
+    refused = await second.admit("t", {"daily_tokens": 100})
+    assert refused["lease"] is None and refused["code"] == "insufficient_quota"
+    other = Ledger(usage_db=url, usage_scope="another-app")
+    assert (await other.admit("t", {"daily_tokens": 100}))["lease"]
