@@ -273,7 +273,7 @@ def _markdown(res: dict[str, Any]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m load_tests.tenants_bench")
     parser.add_argument("--index", required=True, type=Path)
     parser.add_argument("--model", help="generator folder (default SmolLM2)")
@@ -304,6 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="config override, e.g. models.generator.threads=1 (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     ns = parser.parse_args(argv)
     if not 0 <= ns.length_jitter < 1:
         parser.error(f"--length-jitter must be in [0, 1), got {ns.length_jitter}")
