@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,41 @@ def error_event(text: str) -> bool:
         line[5:].strip() for line in text.splitlines() if line.startswith("data:")
     ]
     return any("error" in json.loads(e) for e in events if e != "[DONE]")
+
+
+def traffic(graph: dict[str, Any], *argv: str) -> tuple[int, str, str]:
+    """`ragserve ARGV --address` the graph (traffic or release commands)."""
+    return cli(*argv, "--address", graph["url"], env=graph["env"], timeout=120)
+
+
+def show(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The graph's releases by name, as `/admin/traffic` lists them."""
+    data = httpx.get(graph["url"] + "/admin/traffic", timeout=30).json()
+    return {r["name"]: r for r in data["releases"]}
+
+
+def states(graph: dict[str, Any], *names: str) -> set[str]:
+    """The set of states the named releases are in."""
+    releases = show(graph)
+    return {releases[n]["state"] for n in names}
+
+
+def switch(
+    graph: dict[str, Any], load: StreamingLoad, argv: list[str], to: str
+) -> dict:
+    """Run `argv` under `load`; every request started after it went to `to`."""
+    time.sleep(3)  # load running before the switch
+    t0 = time.monotonic()
+    code, out, err = traffic(graph, *argv)
+    returned = time.monotonic()
+    assert code == 0, err
+    applied = float(out.split("applied to the running graph in ")[1].split()[0])
+    time.sleep(3)  # and after it
+    after = [r for r in load.results if r[0] > returned]
+    assert after, "no request started after the switch"
+    assert {r[2] for r in after} == {to}, Counter(r[2] for r in after)
+    return {
+        "command_s": round(returned - t0, 2),
+        "applied_s": applied,
+        "after": len(after),
+    }

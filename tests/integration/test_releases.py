@@ -94,15 +94,6 @@ def graph(
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def traffic(graph: dict[str, Any], *argv: str) -> tuple[int, str, str]:
-    return rg.cli(*argv, "--address", graph["url"], env=graph["env"], timeout=120)
-
-
-def show(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    data = httpx.get(graph["url"] + "/admin/traffic", timeout=30).json()
-    return {r["name"]: r for r in data["releases"]}
-
-
 def test_shared_deployments_and_listing(graph: dict[str, Any]) -> None:
     ready = httpx.get(graph["url"] + "/ready", timeout=30).json()
     nodes = sorted(ready["nodes"])
@@ -211,30 +202,10 @@ def test_every_answer_names_its_release(
     assert "ragserve_requests_total{" in text and 'release="B"' in text
 
 
-def _switch(
-    graph: dict[str, Any], load: rg.StreamingLoad, argv: list[str], to: str
-) -> dict:
-    time.sleep(3)  # load running before the switch
-    t0 = time.monotonic()
-    code, out, err = traffic(graph, *argv)
-    returned = time.monotonic()
-    assert code == 0, err
-    applied = float(out.split("applied to the running graph in ")[1].split()[0])
-    time.sleep(3)  # and after it
-    after = [r for r in load.results if r[0] > returned]
-    assert after, "no request started after the switch"
-    assert {r[2] for r in after} == {to}, Counter(r[2] for r in after)
-    return {
-        "command_s": round(returned - t0, 2),
-        "applied_s": applied,
-        "after": len(after),
-    }
-
-
 def test_switch_and_rollback_under_streaming_load(graph: dict[str, Any]) -> None:
     with rg.StreamingLoad(graph["url"]) as load:
-        to_b = _switch(graph, load, ["traffic", "set", "A=0", "B=100"], "B")
-        back = _switch(graph, load, ["release", "rollback"], "A")
+        to_b = rg.switch(graph, load, ["traffic", "set", "A=0", "B=100"], "B")
+        back = rg.switch(graph, load, ["release", "rollback"], "A")
     failed = [r for r in load.results if r[1] != 200]
     print(
         f"\n[switch to B {to_b}, rollback to A {back}; "
@@ -245,7 +216,7 @@ def test_switch_and_rollback_under_streaming_load(graph: dict[str, Any]) -> None
     # during the rollback (191 streams, cause not yet found; issue 9 stays open
     # for it). More than that is a broken switch.
     assert len(failed) <= 1, (failed[:5], load.errors[:5])
-    state = show(graph)
+    state = rg.show(graph)
     assert state["A"]["weight"] == 100 and state["B"]["weight"] == 0
 
 
@@ -264,7 +235,7 @@ def test_bad_traffic_changes_nothing(
     graph: dict[str, Any], argv: list[str], needle: str
 ) -> None:
     before = httpx.get(graph["url"] + "/admin/traffic", timeout=30).json()
-    code, _, err = traffic(graph, *argv)
+    code, _, err = rg.traffic(graph, *argv)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("ragserve: error: ") and needle in lines[0], lines[0]
@@ -274,7 +245,7 @@ def test_bad_traffic_changes_nothing(
 def test_shadow_mirrors_without_answering(
     graph: dict[str, Any], otlp_receiver: OTLPReceiver
 ) -> None:
-    code, _, err = traffic(graph, "traffic", "set", "A=100", "--shadow", "B=100")
+    code, _, err = rg.traffic(graph, "traffic", "set", "A=100", "--shadow", "B=100")
     assert code == 0, err
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     r = httpx.post(graph["url"] + "/v1/chat/completions", json=body, timeout=120)
@@ -282,22 +253,22 @@ def test_shadow_mirrors_without_answering(
     spans = otlp_receiver.wait_for(r.headers["x-trace-id"], {"rag.shadow"})
     (shadow,) = [s for s in spans if s.name == "rag.shadow"]
     assert shadow.attributes["release"] == "B"
-    assert traffic(graph, "traffic", "set", "A=100")[0] == 0
+    assert rg.traffic(graph, "traffic", "set", "A=100")[0] == 0
 
 
 def test_worse_canary_loses_its_weight(graph: dict[str, Any]) -> None:
-    code, _, err = traffic(graph, "traffic", "set", "A=50", "C=50")
+    code, _, err = rg.traffic(graph, "traffic", "set", "A=50", "C=50")
     assert code == 0, err
     body = {"prompt": "hello", "max_tokens": 1}
     with httpx.Client(base_url=graph["url"], timeout=120) as c:
         deadline = time.time() + 120
-        while time.time() < deadline and show(graph)["C"]["weight"] > 0:
+        while time.time() < deadline and rg.show(graph)["C"]["weight"] > 0:
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(lambda _: c.post("/v1/completions", json=body), range(8)))
-    state = show(graph)
+    state = rg.show(graph)
     assert state["C"]["weight"] == 0 and state["A"]["weight"] == 100
     assert "p95" in (state["C"]["reason"] or ""), state["C"]
-    code, out, _ = traffic(graph, "traffic", "show")
+    code, out, _ = rg.traffic(graph, "traffic", "show")
     assert code == 0 and "weight taken away" in out
     ready = httpx.get(graph["url"] + "/ready", timeout=30).json()
     assert {r["name"]: r["reason"] for r in ready["releases"]}["C"]
@@ -309,24 +280,22 @@ def test_a_replaced_release_retires_after_its_grace_period(
     """B and C (one retriever between them) lose their traffic: after the
     grace period that retriever scales to zero, the shared deployments stay,
     the graph stays ready, and `release restore` brings B back."""
-    state = show(graph)
+    state = rg.show(graph)
     idle = [n for n in ("B", "C") if state[n]["state"] != "retired"]
     if idle:  # give them traffic, then take it: their grace periods start
         weights = [f"A={100 - 5 * len(idle)}", *(f"{n}=5" for n in idle)]
-        code, _, err = traffic(graph, "traffic", "set", *weights)
+        code, _, err = rg.traffic(graph, "traffic", "set", *weights)
         # One may retire just now (its grace period from an earlier test):
         # then the change is refused whole, and it names why.
         assert code == 0 or "is retired" in err, err
-        code, _, err = traffic(graph, "traffic", "set", "A=100")
+        code, _, err = rg.traffic(graph, "traffic", "set", "A=100")
         assert code == 0, err
     before = httpx.get(graph["url"] + "/ready", timeout=30).json()["nodes"]
     rss_before = rg.replica_rss_mib(graph["proc"].pid)
     deadline = time.time() + 120
-    while time.time() < deadline and {show(graph)[n]["state"] for n in ("B", "C")} != {
-        "retired"
-    }:
+    while time.time() < deadline and rg.states(graph, "B", "C") != {"retired"}:
         time.sleep(1)
-    assert {show(graph)[n]["state"] for n in ("B", "C")} == {"retired"}
+    assert rg.states(graph, "B", "C") == {"retired"}
     ready = httpx.get(graph["url"] + "/ready", timeout=30)
     assert ready.status_code == 200, ready.text
     nodes = ready.json()["nodes"]
@@ -344,7 +313,7 @@ def test_a_replaced_release_retires_after_its_grace_period(
         f"{rss_before[parked[0]]:.0f} MiB freed]"
     )
     # Retired: no weight, no pin, until restored.
-    code, _, err = traffic(graph, "traffic", "set", "A=50", "B=50")
+    code, _, err = rg.traffic(graph, "traffic", "set", "A=50", "B=50")
     assert code == 2 and "release restore B" in err, err
     pinned = httpx.post(
         graph["url"] + "/v1/retrieve",
@@ -354,13 +323,12 @@ def test_a_replaced_release_retires_after_its_grace_period(
     )
     assert pinned.status_code == 409, pinned.text
     assert pinned.json()["error"]["code"] == "release_retired"
-    code, _, err = traffic(graph, "release", "restore", "B")
+    code, _, err = rg.traffic(graph, "release", "restore", "B")
     assert code == 0, err
-    assert (
-        show(graph)["B"]["state"] == "warm" and show(graph)["C"]["state"] == "retired"
-    )
+    state = rg.show(graph)
+    assert state["B"]["state"] == "warm" and state["C"]["state"] == "retired"
     assert parked[0] in rg.replica_rss_mib(graph["proc"].pid)
-    code, _, err = traffic(graph, "traffic", "set", "A=90", "B=10")
+    code, _, err = rg.traffic(graph, "traffic", "set", "A=90", "B=10")
     assert code == 0, err
     r = httpx.post(
         graph["url"] + "/v1/retrieve",
