@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
+
 REPLICA_MARKER = "ServeReplica:"
 
 
@@ -62,3 +64,28 @@ def replica_rss_mib(pid: int, app: str = "ragserve") -> dict[str, float]:
             name = cmd[p].split(marker, 1)[1].split(".", 1)[0].split("\0")[0]
             out[name] = out.get(name, 0) + _tree(p, children, rss) / 1024
     return out
+
+
+def tree_memory_mib(pid: int) -> dict[str, float]:
+    """RSS and USS (MiB) of a process and all its descendants.
+
+    RSS counts every page a process has touched, its share of the Ray object
+    store, shared memory and libraries included, and the sum over a tree counts
+    a shared page once per process; USS (psutil's, from smaps) counts only the
+    pages no other process maps, the memory that leaves with the tree and
+    what a leak grows. A tree that is gone reads as zeros.
+    """
+    rss = uss = 0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    for proc in procs:
+        try:
+            mem = proc.memory_full_info()
+        except psutil.Error:  # exited between the listing and the read
+            continue
+        rss += mem.rss
+        uss += mem.uss
+    return {"rss_mb": rss / 2**20, "uss_mb": uss / 2**20}

@@ -4,8 +4,8 @@ Knows how to run the graph (as the Ray driver, like `graph_server`), drive it
 for a long time with the load generator (`python -m load_tests run`, its own
 process) plus chat streams that the client drops after a few events and a
 trickle of hostile inputs, and what to read afterwards: each replica's RSS
-over time (the replica's process and its children, e.g. vLLM's EngineCore)
-and its slope, the requests the engine still holds, status counts.
+and USS over time (the replica's process and its children, e.g. vLLM's
+EngineCore) and their slopes, the requests the engine still holds, status counts.
 
     python -m graph.bench_servers.soak --config configs/cpu.yaml --index IDX \\
         --duration-s 1800 --rate 0.6 --out load_tests/results/soak
@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from load_tests.procs import tree_memory_mib
 from load_tests.soak_inputs import HOSTILE, send_hostile
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -33,36 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MIX = "chat_stream=3,chat=1,embeddings=2,rerank=2,retrieve=2"
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and all its descendants, in MiB."""
-    total = 0
-    for p in [pid, *_descendants(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [c for c, p in parents.items() if p in frontier]
-        out.extend(kids)
-        frontier = kids
-    return out
 
 
 def sample_replicas(app: str) -> list[dict[str, Any]]:
@@ -75,13 +46,14 @@ def sample_replicas(app: str) -> list[dict[str, Any]]:
         for r in dep["replicas"]:
             state = str(getattr(r["state"], "value", r["state"]))
             if state == "RUNNING" and r.get("pid"):
+                mem = tree_memory_mib(int(r["pid"]))
                 out.append(
                     {
                         "t": now,
                         "deployment": name,
                         "replica": r["replica_id"],
                         "pid": r["pid"],
-                        "rss_mb": round(rss_mb(int(r["pid"])), 1),
+                        **{k: round(v, 1) for k, v in mem.items()},
                     }
                 )
     return out
@@ -101,35 +73,48 @@ def slope_mb_per_h(points: list[tuple[float, float]]) -> float | None:
     return cov / var * 3600
 
 
+def _slopes(rows: list[dict[str, Any]], key: str, steady_from: float) -> dict:
+    """`key`'s slope after `steady_from` and over the last third of `rows`."""
+    tail_from = rows[0]["t"] + 2 * (rows[-1]["t"] - rows[0]["t"]) / 3
+    steady = slope_mb_per_h([(r["t"], r[key]) for r in rows if r["t"] >= steady_from])
+    tail = slope_mb_per_h([(r["t"], r[key]) for r in rows if r["t"] >= tail_from])
+    prefix = key.removesuffix("_mb")
+    return {
+        f"{prefix}_slope_mb_per_h": None if steady is None else round(steady, 1),
+        f"{prefix}_last_third_slope_mb_per_h": None if tail is None else round(tail, 1),
+    }
+
+
 def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
-    """Per replica: first/last/max RSS, the slope after the warm-up, and the
-    slope over the last third of its life (allocator and cache growth that
-    levels off shows in the first slope, a leak in both)."""
+    """Per replica: first/last/max RSS, and the slopes of RSS and (where
+    sampled) USS after the warm-up and over the last third of its life
+    (allocator and cache growth that levels off shows in the first slope, a
+    leak in both; RSS that grows while USS stays flat is shared memory)."""
     by_replica: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
         by_replica.setdefault(s["replica"], []).append(s)
     start = min((s["t"] for s in samples), default=0.0)
     out = []
     for replica, rows in sorted(by_replica.items(), key=lambda kv: kv[1][0]["t"]):
-        steady = [(r["t"], r["rss_mb"]) for r in rows if r["t"] >= start + warmup_s]
-        slope = slope_mb_per_h(steady)
-        tail_from = rows[0]["t"] + 2 * (rows[-1]["t"] - rows[0]["t"]) / 3
-        tail = slope_mb_per_h(
-            [(r["t"], r["rss_mb"]) for r in rows if r["t"] >= tail_from]
-        )
-        out.append(
-            {
-                "deployment": rows[0]["deployment"],
-                "replica": replica,
-                "samples": len(rows),
-                "first_mb": rows[0]["rss_mb"],
-                "last_mb": rows[-1]["rss_mb"],
-                "max_mb": max(r["rss_mb"] for r in rows),
-                "slope_mb_per_h": None if slope is None else round(slope, 1),
-                "last_third_slope_mb_per_h": None if tail is None else round(tail, 1),
-                "lived_s": round(rows[-1]["t"] - rows[0]["t"], 1),
-            }
-        )
+        row: dict[str, Any] = {
+            "deployment": rows[0]["deployment"],
+            "replica": replica,
+            "samples": len(rows),
+            "first_mb": rows[0]["rss_mb"],
+            "last_mb": rows[-1]["rss_mb"],
+            "max_mb": max(r["rss_mb"] for r in rows),
+            "lived_s": round(rows[-1]["t"] - rows[0]["t"], 1),
+        }
+        slopes = _slopes(rows, "rss_mb", start + warmup_s)
+        row["slope_mb_per_h"] = slopes["rss_slope_mb_per_h"]
+        row["last_third_slope_mb_per_h"] = slopes["rss_last_third_slope_mb_per_h"]
+        if all("uss_mb" in r for r in rows):
+            row["first_uss_mb"], row["last_uss_mb"] = (
+                rows[0]["uss_mb"],
+                rows[-1]["uss_mb"],
+            )
+            row.update(_slopes(rows, "uss_mb", start + warmup_s))
+        out.append(row)
     return out
 
 
@@ -325,6 +310,12 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
         "engine_unfinished": report["engine"].get("num_unfinished_requests"),
         "rss_slopes_mb_per_h": {
             f"{r['deployment']}/{r['replica'][:8]}": r["slope_mb_per_h"]
+            for r in report["rss"]
+        },
+        "uss_last_third_slopes_mb_per_h": {
+            f"{r['deployment']}/{r['replica'][:8]}": r.get(
+                "uss_last_third_slope_mb_per_h"
+            )
             for r in report["rss"]
         },
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from graph.bench_servers.soak import rss_mb, slope_mb_per_h, summarize_rss
+from graph.bench_servers.soak import slope_mb_per_h, summarize_rss
+from load_tests.procs import tree_memory_mib
 from load_tests.soak_inputs import HOSTILE
 
 
@@ -42,9 +43,23 @@ def test_rss_summary_tells_growth_that_levels_off_from_a_leak() -> None:
     assert rows["leak"]["last_third_slope_mb_per_h"] == 120.0
 
 
-def test_rss_of_this_process_is_read() -> None:
-    assert rss_mb(os.getpid()) > 1
-    assert rss_mb(2**22 + 12345) == 0  # no such process
+def test_rss_summary_tells_shared_growth_from_private() -> None:
+    # RSS climbs (object store pages, say) while the private pages stay put.
+    samples = [
+        {"t": 60.0 * i, "deployment": "e", "replica": "e", "rss_mb": 100.0 + i}
+        | {"uss_mb": 80.0}
+        for i in range(30)
+    ]
+    [row] = summarize_rss(samples, warmup_s=0)
+    assert row["last_third_slope_mb_per_h"] == 60.0
+    assert row["uss_last_third_slope_mb_per_h"] == 0.0
+    assert (row["first_uss_mb"], row["last_uss_mb"]) == (80.0, 80.0)
+
+
+def test_memory_of_this_process_tree_is_read() -> None:
+    mine = tree_memory_mib(os.getpid())
+    assert mine["rss_mb"] >= mine["uss_mb"] > 1
+    assert tree_memory_mib(2**22 + 12345) == {"rss_mb": 0, "uss_mb": 0}
 
 
 def test_hostile_inputs_are_distinct_and_sendable() -> None:
