@@ -1,0 +1,23 @@
+"""The engine memory probe's sampling (load_tests.engine_memory), without an engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from load_tests.engine_memory import sample
+
+
+def test_a_sample_names_each_process_with_its_rss_and_uss() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        row = sample(7)
+    finally:
+        child.kill()
+        child.wait()
+    assert row["chunks"] == 7
+    mine = [v for k, v in row.items() if k.endswith(f":{os.getpid()}")]
+    theirs = [v for k, v in row.items() if k.endswith(f":{child.pid}")]
+    assert mine and theirs
+    assert mine[0]["rss_mb"] >= mine[0]["uss_mb"] > 1
