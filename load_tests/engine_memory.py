@@ -25,6 +25,8 @@ from typing import Any
 
 import psutil
 
+from load_tests.procs import process_memory_mib
+
 WORDS = (  # noqa: SIM905  (a sentence reads better than a 20-item list)
     "the quick brown fox jumps over a lazy dog while retrieval augmented "
     "generation serves a graph of steps on ray"
@@ -37,13 +39,12 @@ def sample(counted: int) -> dict[str, Any]:
     row: dict[str, Any] = {"t": round(time.time(), 1), "chunks": counted}
     for proc in [me, *me.children(recursive=True)]:
         try:
-            mem = proc.memory_full_info()
-            row[f"{proc.name()}:{proc.pid}"] = {
-                "rss_mb": round(mem.rss / 2**20, 1),
-                "uss_mb": round(mem.uss / 2**20, 1),
-            }
-        except psutil.Error:
+            name = proc.name()
+        except psutil.Error:  # exited since the listing
             continue
+        mem = process_memory_mib(proc)
+        if mem is not None:
+            row[f"{name}:{proc.pid}"] = {k: round(v, 1) for k, v in mem.items()}
     return row
 
 

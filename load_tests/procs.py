@@ -75,17 +75,24 @@ def tree_memory_mib(pid: int) -> dict[str, float]:
     pages no other process maps, the memory that leaves with the tree and
     what a leak grows. A tree that is gone reads as zeros.
     """
-    rss = uss = 0
+    rss = uss = 0.0
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         procs = []
     for proc in procs:
-        try:
-            mem = proc.memory_full_info()
-        except psutil.Error:  # exited between the listing and the read
-            continue
-        rss += mem.rss
-        uss += mem.uss
-    return {"rss_mb": rss / 2**20, "uss_mb": uss / 2**20}
+        mem = process_memory_mib(proc)
+        if mem is not None:
+            rss += mem["rss_mb"]
+            uss += mem["uss_mb"]
+    return {"rss_mb": rss, "uss_mb": uss}
+
+
+def process_memory_mib(proc: psutil.Process) -> dict[str, float] | None:
+    """RSS and USS (MiB) of one process; None once it has exited."""
+    try:
+        mem = proc.memory_full_info()
+    except psutil.Error:
+        return None
+    return {"rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20}
