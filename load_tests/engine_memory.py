@@ -9,6 +9,7 @@ follows new step shapes from growth that follows requests
 (load_tests/README.md, "Soak").
 
     python -m load_tests.engine_memory --duration-s 300 [--fixed]
+        [--onednn-primitive-cache N|default]
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ async def run(ns: argparse.Namespace) -> list[dict[str, Any]]:
     from models.config import GeneratorConfig
     from models.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(GeneratorConfig())
+    engine = VLLMEngine(GeneratorConfig(onednn_primitive_cache=ns.onednn_cache))
     await engine.start()
     rng, count, rows = random.Random(ns.seed), [0], []
     stop = time.time() + ns.duration_s
@@ -104,7 +105,8 @@ async def run(ns: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The probe's command line."""
     parser = argparse.ArgumentParser(prog="python -m load_tests.engine_memory")
     parser.add_argument("--duration-s", type=float, default=300)
     parser.add_argument("--sample-s", type=float, default=30)
@@ -113,7 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fixed", action="store_true", help="one prompt length, no cuts"
     )
-    ns = parser.parse_args(argv)
+    parser.add_argument(
+        "--onednn-primitive-cache",
+        dest="onednn_cache",
+        type=lambda v: None if v == "default" else int(v),
+        default=0,
+        help="the generator's onednn_primitive_cache ('default': oneDNN's 1024)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     asyncio.run(run(ns))

@@ -119,9 +119,13 @@ class VLLMEngine(GenerationEngine):
         )
 
     def _engine_env(self, on_gpu: bool) -> dict[str, str]:
-        """`config.env` over the thread settings (on CPU, or when set)."""
+        """`config.env` over the thread settings (on CPU, or when set) and, on
+        CPU, the bound of oneDNN's kernel cache."""
         threads = self.config.threads
         env = engine_thread_env(threads) if threads or not on_gpu else {}
+        cache = self.config.onednn_primitive_cache
+        if cache is not None and not on_gpu:
+            env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(cache)
         return {**env, **self.config.env}
 
     def _engine_kwargs(self, path: str, on_gpu: bool) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from batching.config import BatchingConfig
 from batching.queue import Queued, run_batch
@@ -97,6 +98,20 @@ def test_generator_env_wins_over_thread_settings() -> None:
     assert "VLLM_CPU_OMP_THREADS_BIND" in env
     # On GPU vLLM picks its own threads unless the config names a count.
     assert "OMP_NUM_THREADS" not in VLLMEngine(GeneratorConfig())._engine_env(True)
+
+
+def test_the_engine_on_cpu_keeps_only_vllms_own_onednn_kernels() -> None:
+    default = VLLMEngine(GeneratorConfig())
+    assert default._engine_env(on_gpu=False)["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0"
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in default._engine_env(on_gpu=True)
+    sized = VLLMEngine(GeneratorConfig(onednn_primitive_cache=64))
+    assert sized._engine_env(False)["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+    onednn = VLLMEngine(GeneratorConfig(onednn_primitive_cache=None))
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in onednn._engine_env(False)
+    told = GeneratorConfig(env={"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "9"})
+    assert VLLMEngine(told)._engine_env(False)["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "9"
+    with pytest.raises(ValidationError):
+        GeneratorConfig(onednn_primitive_cache=-1)
 
 
 def test_torch_nodes_wait_passively_and_get_their_count() -> None:
