@@ -111,8 +111,8 @@ class GeneratorConfig(_Section):
         "engine (ONEDNN_PRIMITIVE_CACHE_CAPACITY; `env` wins). vLLM keeps its "
         "own 32 matmul kernels per weight shape; each step of a new token "
         "count JITs more, ~1 MiB each, which oneDNN's cache (1024 by default) "
-        "would also keep: memory that grows for as long as new prompt lengths "
-        "come. 0: only vLLM's kernels are kept; null: oneDNN's default.",
+        "would also keep: ~1 GiB more before it is full. 0: only vLLM's "
+        "kernels are kept; null: oneDNN's default.",
     )
     default_max_tokens: int = Field(
         256, ge=1, description="Completion tokens when a request names none."
