@@ -1,5 +1,6 @@
 """Resident memory of a process tree and of the Serve replicas in it, read
-from /proc (Linux), so a benchmark or test can weigh a graph it started."""
+from /proc (Linux), so a benchmark or test can weigh a graph it started, and
+which kind of mapping (heap, anonymous, library) holds a tree's own pages."""
 
 from __future__ import annotations
 
@@ -96,3 +97,44 @@ def process_memory_mib(proc: psutil.Process) -> dict[str, float] | None:
     except psutil.Error:
         return None
     return {"rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20}
+
+
+#: The kinds `private_by_kind_mib` sorts a mapping's private pages into.
+KINDS = ("heap", "anon", "lib", "file", "stack")
+
+
+def mapping_kind(path: str) -> str:
+    """The kind of one mapping, by its smaps path: `heap` is glibc's main
+    arena (brk), `anon` every anonymous mmap (pymalloc's arenas, glibc's
+    thread arenas and large blocks, thread stacks), `lib` a shared library's
+    pages (code faulted in as it first runs, relocations, its data), `stack`
+    the main thread's stack, `file` any other mapped file."""
+    if path == "[heap]":
+        return "heap"
+    if path.startswith("[stack"):
+        return "stack"
+    if not path or path.startswith("[") or path.startswith("/dev/zero"):
+        return "anon"  # /dev/zero: a shared anonymous mapping
+    name = path.rsplit("/", 1)[-1]
+    return "lib" if ".so" in name else "file"
+
+
+def private_by_kind_mib(pid: int) -> dict[str, float]:
+    """A process tree's private pages (what USS sums), MiB by `mapping_kind`,
+    so a growing USS can be told apart: live or kept heap, or code pages
+    that are read in once."""
+    out = dict.fromkeys(KINDS, 0.0)
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return out
+    for proc in procs:
+        try:
+            maps = proc.memory_maps(grouped=True)
+        except psutil.Error:
+            continue
+        for m in maps:
+            private = (m.private_clean + m.private_dirty) / 2**20
+            out[mapping_kind(m.path)] += private
+    return out

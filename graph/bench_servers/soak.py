@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from load_tests.procs import tree_memory_mib
+from load_tests.procs import private_by_kind_mib, tree_memory_mib
 from load_tests.soak_inputs import HOSTILE, send_hostile
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -47,6 +47,7 @@ def sample_replicas(app: str) -> list[dict[str, Any]]:
             state = str(getattr(r["state"], "value", r["state"]))
             if state == "RUNNING" and r.get("pid"):
                 mem = tree_memory_mib(int(r["pid"]))
+                kinds = private_by_kind_mib(int(r["pid"]))
                 out.append(
                     {
                         "t": now,
@@ -54,6 +55,7 @@ def sample_replicas(app: str) -> list[dict[str, Any]]:
                         "replica": r["replica_id"],
                         "pid": r["pid"],
                         **{k: round(v, 1) for k, v in mem.items()},
+                        "private_mb": {k: round(v, 1) for k, v in kinds.items()},
                     }
                 )
     return out
@@ -89,7 +91,8 @@ def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
     """Per replica: first/last/max RSS, and the slopes of RSS and (where
     sampled) USS after the warm-up and over the last third of its life
     (allocator and cache growth that levels off shows in the first slope, a
-    leak in both; RSS that grows while USS stays flat is shared memory)."""
+    leak in both; RSS that grows while USS stays flat is shared memory), and
+    the private pages by mapping kind, first and last."""
     by_replica: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
         by_replica.setdefault(s["replica"], []).append(s)
@@ -114,6 +117,11 @@ def summarize_rss(samples: list[dict[str, Any]], warmup_s: float) -> list[dict]:
                 rows[-1]["uss_mb"],
             )
             row.update(_slopes(rows, "uss_mb", start + warmup_s))
+        if all("private_mb" in r for r in rows):
+            row["private_mb_first_last"] = {
+                kind: [first, rows[-1]["private_mb"].get(kind, 0.0)]
+                for kind, first in rows[0]["private_mb"].items()
+            }
         out.append(row)
     return out
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 
 from graph.bench_servers.soak import slope_mb_per_h, summarize_rss
-from load_tests.procs import tree_memory_mib
+from load_tests.procs import (
+    mapping_kind,
+    private_by_kind_mib,
+    tree_memory_mib,
+)
 from load_tests.soak_inputs import HOSTILE
 
 
@@ -56,10 +61,40 @@ def test_rss_summary_tells_shared_growth_from_private() -> None:
     assert (row["first_uss_mb"], row["last_uss_mb"]) == (80.0, 80.0)
 
 
+def test_rss_summary_gives_each_kind_of_page_first_and_last() -> None:
+    samples = [
+        {"t": 60.0 * i, "deployment": "i", "replica": "i", "rss_mb": 100.0}
+        | {"private_mb": {"anon": 10.0 + i, "lib": 30.0}}
+        for i in range(5)
+    ]
+    [row] = summarize_rss(samples, warmup_s=0)
+    assert row["private_mb_first_last"] == {"anon": [10.0, 14.0], "lib": [30.0, 30.0]}
+
+
 def test_memory_of_this_process_tree_is_read() -> None:
     mine = tree_memory_mib(os.getpid())
     assert mine["rss_mb"] >= mine["uss_mb"] > 1
     assert tree_memory_mib(2**22 + 12345) == {"rss_mb": 0, "uss_mb": 0}
+
+
+def test_private_pages_are_sorted_by_mapping_kind() -> None:
+    assert mapping_kind("[heap]") == "heap"
+    assert mapping_kind("[anon]") == mapping_kind("") == "anon"
+    assert mapping_kind("/dev/zero") == "anon"
+    assert mapping_kind("[stack]") == "stack"
+    assert mapping_kind("/usr/lib/x86_64-linux-gnu/libc.so.6") == "lib"
+    assert mapping_kind("/dev/shm/plasma") == "file"
+    before = private_by_kind_mib(os.getpid())
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # as pymalloc maps arenas
+    block = mmap.mmap(-1, 64 * 2**20, flags=private)
+    block.write(b"x" * (64 * 2**20))  # touched: its pages are now ours
+    after = private_by_kind_mib(os.getpid())
+    uss = tree_memory_mib(os.getpid())["uss_mb"]
+    block.close()
+    assert after["anon"] - before["anon"] >= 60
+    assert before["lib"] > 1  # at least the interpreter's own libraries
+    assert abs(sum(after.values()) - uss) < 8  # the same pages USS counts
+    assert private_by_kind_mib(2**22 + 12345) == dict.fromkeys(after, 0.0)
 
 
 def test_hostile_inputs_are_distinct_and_sendable() -> None:
