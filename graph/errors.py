@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from graph.counts import LIMIT_EXCEEDED
 from models.errors import (
     EngineDeadError,
     InvalidRequestError,
@@ -235,6 +236,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return error_response(
                 APIError(400, "Request body is not valid JSON.", code="invalid_json"),
+                getattr(request.state, "request_id", None),
+            )
+        if first.get("type") == LIMIT_EXCEEDED:  # a count, before its items
+            where = _param_from_loc(tuple(first.get("loc", ())))
+            return error_response(
+                APIError(400, first["msg"], param=where, code=LIMIT_EXCEEDED),
                 getattr(request.state, "request_id", None),
             )
         messages = []

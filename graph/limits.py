@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from graph import protocol as p
+from graph.counts import LIMIT_EXCEEDED, too_many
 from graph.errors import APIError
 from graph.limits_config import LimitsConfig
 
@@ -45,8 +46,11 @@ def _check_texts(
 
 
 def _check_count(param: str, count: int, limit: int, key: str) -> None:
+    # while a request is validated, `graph.counts` refuses these already
     if count > limit:
-        raise _refuse(f"{param} has {count} items; at most {limit}", param, key)
+        raise APIError(
+            400, too_many(param, count, limit, key), param=param, code=LIMIT_EXCEEDED
+        )
 
 
 def _check_top_k(param: str, top_k: int | None, limits: LimitsConfig) -> None:

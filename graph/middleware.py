@@ -20,6 +20,7 @@ from opentelemetry.trace import Span
 
 from graph.body_limit import BodySizeLimit
 from graph.context import ServingContext
+from graph.counts import CountLimits
 from graph.errors import APIError, error_response, to_api_error
 from graph.release_requests import observe
 from graph.tenancy import route_of
@@ -33,6 +34,7 @@ def install_middleware(app: FastAPI, ctx: ServingContext) -> None:
     # Added first, so it runs inside the request context: a 413 still carries
     # the request id and its span, and a bad key is refused before any read.
     app.add_middleware(BodySizeLimit, max_bytes=ctx.args.limits.max_body_bytes)
+    app.add_middleware(CountLimits, limits=lambda: ctx.args.limits)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from graph import protocol as p
 from graph.context import ServingContext
 from graph.limits_config import LimitsConfig
+from graph.wire_types import INT64_MAX, INT64_MIN
 
 
 class ErrorDetail(BaseModel):
@@ -282,7 +283,7 @@ def apply_limits(schema: dict[str, Any], limits: LimitsConfig, context: int) -> 
     _integers(chat["max_completion_tokens"], maximum=context - 1)
     for request in (chat, cmpl):
         # FastAPI writes bounds as floats; 2**63 - 1 would round up to 2**63.
-        _integers(request["seed"], minimum=p.INT64_MIN, maximum=p.INT64_MAX)
+        _integers(request["seed"], minimum=INT64_MIN, maximum=INT64_MAX)
     _strings(cmpl["prompt"], minLength=1, maxLength=text)
     _arrays(cmpl["prompt"], minItems=1, maxItems=1)
     embed = props["EmbeddingRequest"]

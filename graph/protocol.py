@@ -5,20 +5,19 @@ Requests forbid unknown fields, so an unsupported OpenAI option (`tools`,
 Sampling fields carry the ranges vLLM's `SamplingParams` accepts, and every
 text field refuses what no tokenizer or database can hold (lone UTF-16
 surrogates, NUL), so a bad value is a 400 at the edge, never a 500 in an
-engine. Limits that come from config are checked in `graph.limits`.
+engine (the field types are `graph.wire_types`). Counts that come from config
+are refused while validating (`graph.counts`), the other limits in
+`graph.limits`.
 """
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -26,63 +25,16 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-#: vLLM's engine transport carries seeds as signed 64-bit integers.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-#: Completion tokens a request may ask for at most, whatever the model (the
-#: context window bounds it further, see `graph.limits`).
-MAX_TOKENS_CAP = 2**31 - 1
-
-
-_UNENCODABLE = re.compile("[\ud800-\udfff\x00]")
-
-
-def _encodable(text: str) -> str:
-    """Refuse text that cannot be UTF-8 encoded (lone surrogates) and NUL.
-
-    NUL is refused rather than kept: no tokenizer needs it, C-string APIs and
-    PostgreSQL text cannot hold it, and refusing it everywhere is the one
-    rule that stays consistent from the HTTP edge to the audit log.
-    """
-    bad = _UNENCODABLE.search(text)
-    if bad is None:
-        return text
-    ch, at = bad.group(), bad.start()
-    if ch == "\x00":
-        raise ValueError(f"text holds a NUL character at character {at}")
-    raise ValueError(
-        f"text holds a lone UTF-16 surrogate (U+{ord(ch):04X}) at character "
-        f"{at}; send valid Unicode"
-    )
-
-
-def _whole_number(value: Any) -> Any:
-    """JSON's `35.0` is an integer (JSON Schema agrees); strings and booleans
-    stay refused by the strict int that follows."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-#: An integer field: strict, but `35.0` counts.
-Int = Annotated[int, BeforeValidator(_whole_number)]
-
-#: Any text a client sends; the schema's pattern tells generators about NUL
-#: (JSON Schema cannot express "no lone surrogate").
-Text = Annotated[
-    str,
-    AfterValidator(_encodable),
-    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
-]
-
-
-class _Request(BaseModel):
-    # Strict: `"rerank": 0` or `"top_k": "5"` is a 400, as the schema says,
-    # not silently coerced.
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
-
-
-class _Response(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+from graph.counts import counted
+from graph.wire_types import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TOKENS_CAP,
+    Int,
+    Text,
+    _Request,
+    _Response,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -185,7 +137,7 @@ class _Sampling(_Request):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: Annotated[list[ChatMessage], counted("messages")] = Field(min_length=1)
     max_completion_tokens: Int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     rag: RagOptions | None = None
 
@@ -312,7 +264,9 @@ class CompletionResponse(_Response):
 
 
 class EmbeddingRequest(_Request):
-    input: Text | list[Text] = Field(description="Non-empty texts to embed.")
+    input: Annotated[Text | list[Text], counted("input")] = Field(
+        description="Non-empty texts to embed."
+    )
     model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Int | None = Field(None, ge=1, le=65536)
@@ -356,7 +310,9 @@ class RerankDocument(_Request):
 
 class RerankRequest(_Request):
     query: Text = Field(min_length=1)
-    documents: list[Text | RerankDocument] = Field(min_length=1)
+    documents: Annotated[list[Text | RerankDocument], counted("documents")] = Field(
+        min_length=1
+    )
     model: Text | None = None
     top_n: Int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     return_documents: bool = True

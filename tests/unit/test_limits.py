@@ -107,6 +107,35 @@ def test_each_limit_is_a_400_naming_field_and_limit_before_model_work(
     assert client.embed_calls == []
 
 
+@pytest.mark.parametrize(
+    ("path", "payload", "param", "key"),
+    [
+        (
+            CHAT,
+            body(messages=[user("hi")] * 3 + [{"role": "robot"}]),
+            "messages",
+            "max_messages",
+        ),
+        ("/v1/embeddings", {"input": ["a"] * 4 + [7]}, "input", "max_embedding_inputs"),
+        (
+            "/v1/rerank",
+            {"query": "q", "documents": ["d"] * 3 + [{}]},
+            "documents",
+            "max_rerank_documents",
+        ),
+    ],
+    ids=["messages", "inputs", "documents"],
+)
+def test_a_count_is_refused_before_any_item_is_validated(
+    client: Any, path: str, payload: dict, param: str, key: str
+) -> None:
+    # One item too many, and that item is invalid: the count answers, so the
+    # items were never built (20,000 messages cost no 20,000 models).
+    r = client.post(path, json=payload)
+    refused(r, param, key)
+    assert "items; at most" in r.json()["error"]["message"]
+
+
 def test_requests_within_the_limits_are_served(client: Any, script: Script) -> None:
     r = client.post(CHAT, json=body(messages=[user("x" * 50), user("y" * 50)]))
     assert r.status_code == 200, r.text
