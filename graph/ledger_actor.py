@@ -4,8 +4,8 @@ Knows how to find or start the actor and how to call it without blocking the
 event loop (admission and slot waits are awaited; token charges and finishes
 are sent without waiting, in order); the bookkeeping is `tenants.ledger`.
 Detached, so its counters outlive any ingress replica (and app redeploys);
-restarted by Ray if its process dies: today's token counts come back from the
-tenant database, rpm, tpm and concurrency start over.
+restarted by Ray if its process dies: today's token counts and this minute's
+rpm and tpm windows come back from the tenant database; concurrency starts over.
 """
 
 from __future__ import annotations

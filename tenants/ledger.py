@@ -8,9 +8,11 @@ generation slot while the generator is saturated) -> `charge` (tokens as they
 stream; the last call reconciles to the final usage) -> `finish`.
 
 Given a tenant database (`usage_db`), the ledger writes today's token counts
-there every `flush_s` while they change and reads them back when it starts,
-so a restarted ledger keeps each daily quota (losing at most the last
-`flush_s` of counts); rpm, tpm and concurrency start over.
+and each tenant's rate window there every `flush_s` while they change and
+reads them back when it starts, so a restarted ledger keeps each daily quota
+and this minute's rpm and tpm counts (losing at most the last `flush_s` of
+them); concurrency starts over (the requests in flight hold leases of the
+ledger that died).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Ledger:
             now = time.time()
             day = utc_day(now)
             self._limits.restore_day(day, self._usage.load(day), now)
+            self._limits.restore_windows(self._usage.load_windows(), now)
         self._flush_s = flush_s
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
@@ -81,6 +84,7 @@ class Ledger:
         decision: Decision = self._limits.admit(tenant, Limits(**limits), now)
         if decision.lease:
             self._tenant_of[decision.lease] = tenant
+            self._dirty = True
         return asdict(decision)
 
     async def acquire(self, lease: str, weight: float) -> Slot:
@@ -137,7 +141,8 @@ class Ledger:
                 future.set_result(None)
 
     async def _flush_loop(self) -> None:
-        """Write today's counts while they change (a failed write is retried)."""
+        """Write today's counts and the windows while they change (a failed
+        write is retried)."""
         assert self._usage is not None
         while True:
             await asyncio.sleep(self._flush_s)
@@ -145,12 +150,14 @@ class Ledger:
                 continue
             self._dirty = False
             # the snapshot on the loop, where the counts change; the write off it
-            day, counts = self._limits.day_tokens(time.time())
+            now = time.time()
+            day, counts = self._limits.day_tokens(now)
+            windows = self._limits.windows(now)
             try:
-                await asyncio.to_thread(self._usage.save, day, counts)
+                await asyncio.to_thread(self._usage.save, day, counts, windows)
             except Exception:
                 self._dirty = True
-                logger.exception("could not save daily token counts")
+                logger.exception("could not save daily token counts and windows")
 
     def stats(self) -> dict[str, Any]:
         """Fair-share counters and queues, slots in use (tests, debugging)."""

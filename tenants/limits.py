@@ -215,6 +215,43 @@ class RateLimiter:
             w = self._window(tenant, now)
             w.day_tokens = max(w.day_tokens, tokens)
 
+    def windows(
+        self, now: float
+    ) -> dict[str, tuple[list[float], list[tuple[float, int]]]]:
+        """Each tenant's window as plain lists, for a later `restore_windows`:
+        request times to the millisecond, token charges summed by second
+        (stamped with the second's last charge, so none expires early)."""
+        out = {}
+        for tenant in list(self._tenants):
+            w = self._window(tenant, now)
+            charges: dict[int, list[float]] = {}
+            for when, n in w.tokens:
+                bucket = charges.setdefault(int(when), [when, 0])
+                bucket[0] = when
+                bucket[1] += n
+            out[tenant] = (
+                [round(t, 3) for t in w.requests],
+                [(round(t, 3), int(n)) for t, n in charges.values()],
+            )
+        return out
+
+    def restore_windows(
+        self,
+        windows: dict[str, tuple[list[float], list[tuple[float, int]]]],
+        now: float,
+    ) -> None:
+        """Take up windows saved by an earlier ledger: what is still inside
+        the window counts again (against rpm and tpm)."""
+        edge = now - self.window_s
+        for tenant, (requests, charges) in windows.items():
+            w = self._window(tenant, now)
+            # a time ahead of this clock (another node's) counts as now
+            kept = [min(t, now) for t in requests if t > edge]
+            w.requests = deque(sorted([*w.requests, *kept]))
+            more = [(min(t, now), n) for t, n in charges if t > edge]
+            w.tokens = deque(sorted([*w.tokens, *more]))
+            w.token_sum = sum(n for _, n in w.tokens)
+
     def usage(self, tenant: str, now: float) -> dict[str, int]:
         """Current counts (for tests and `/v1/...` headers)."""
         w = self._window(tenant, now)

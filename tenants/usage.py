@@ -1,9 +1,23 @@
-"""Each tenant's daily token count, kept in the tenant database so that a
-restarted ledger still knows how much of today's quota is used."""
+"""Each tenant's daily token count and its last window of request and token
+times, kept in the tenant database so that a restarted ledger still knows how
+much of today's quota and of this minute's limits is used."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
+import json
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from tenants.records import TenantError
@@ -18,10 +32,22 @@ daily_usage_table = Table(
     Column("day", String(10), primary_key=True),  # UTC, YYYY-MM-DD
     Column("tokens", Integer, nullable=False),
 )
+rate_window_table = Table(
+    "rate_window",
+    _meta,
+    Column("scope", String(128), primary_key=True),
+    Column("tenant", String(64), primary_key=True),
+    # JSON: {"requests": [unix time, ...], "tokens": [[unix time, n], ...]}
+    Column("window", Text, nullable=False),
+)
+
+#: One tenant's sliding window: request times, and (time, tokens) charges.
+Window = tuple[list[float], list[tuple[float, int]]]
 
 
 class DailyUsage:
-    """Daily token counts of one ledger (`scope`), by tenant and UTC day."""
+    """One ledger's (`scope`) daily token counts, by tenant and UTC day, and
+    its tenants' rate windows."""
 
     def __init__(self, url: str, scope: str) -> None:
         self.scope = scope
@@ -40,23 +66,53 @@ class DailyUsage:
         with self._engine.connect() as conn:
             return {row.tenant: int(row.tokens) for row in conn.execute(query)}
 
-    def save(self, day: str, counts: dict[str, int]) -> None:
-        """Write `day`'s counts (each row replaced), in one transaction."""
-        t = daily_usage_table
+    def load_windows(self) -> dict[str, Window]:
+        """The windows last saved, by tenant (possibly minutes old)."""
+        t = rate_window_table
+        query = select(t.c.tenant, t.c.window).where(t.c.scope == self.scope)
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(query))
+        out: dict[str, Window] = {}
+        for row in rows:
+            data = json.loads(row.window)
+            out[row.tenant] = (
+                [float(x) for x in data["requests"]],
+                [(float(w), int(n)) for w, n in data["tokens"]],
+            )
+        return out
+
+    def save(
+        self,
+        day: str,
+        counts: dict[str, int],
+        windows: dict[str, Window] | None = None,
+    ) -> None:
+        """Write `day`'s counts and the tenants' windows (each row replaced),
+        in one transaction."""
         with self._engine.begin() as conn:
             for tenant, tokens in counts.items():
-                key = (
-                    (t.c.scope == self.scope)
-                    & (t.c.tenant == tenant)
-                    & (t.c.day == day)
+                _upsert(
+                    conn,
+                    daily_usage_table,
+                    {"scope": self.scope, "tenant": tenant, "day": day},
+                    {"tokens": tokens},
                 )
-                done = conn.execute(update(t).where(key).values(tokens=tokens))
-                if done.rowcount == 0:
-                    conn.execute(
-                        insert(t).values(
-                            scope=self.scope, tenant=tenant, day=day, tokens=tokens
-                        )
-                    )
+            for tenant, (requests, charges) in (windows or {}).items():
+                window = json.dumps({"requests": requests, "tokens": charges})
+                _upsert(
+                    conn,
+                    rate_window_table,
+                    {"scope": self.scope, "tenant": tenant},
+                    {"window": window},
+                )
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _upsert(conn: Any, table: Table, key: dict[str, str], values: dict) -> None:
+    """Update the row with primary key `key`, or insert it (any SQL dialect)."""
+    where = [table.c[name] == value for name, value in key.items()]
+    done = conn.execute(update(table).where(*where).values(**values))
+    if done.rowcount == 0:
+        conn.execute(insert(table).values(**key, **values))

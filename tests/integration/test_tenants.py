@@ -3,7 +3,8 @@ their own over the session graph's steps): limits exact across replicas (not 2x)
 openai client's RateLimitError, tokens counted, feedback joined to its
 completion, revocation on every replica within a second, counters surviving
 an ingress restart, the audit log of the whole run verifying, an ingress
-replica's death under load, and a daily quota surviving the ledger's death."""
+replica's death under load, and a daily quota and rpm surviving the ledger's
+death."""
 
 from __future__ import annotations
 
@@ -349,23 +350,40 @@ def test_an_ingress_replica_killed_under_load_loses_only_its_own_requests(
     wait_replaced("ingress", {r["replica_id"] for r in before}, 120, app=APP)
 
 
-def test_a_daily_quota_survives_the_ledgers_death(tgraph: dict[str, Any]) -> None:
-    """The ledger actor killed (Ray restarts it): today's token counts come
-    back from the tenant database, so a spent quota stays spent."""
+def test_quota_and_rpm_survive_the_ledgers_death(tgraph: dict[str, Any]) -> None:
+    """The ledger actor killed (Ray restarts it): today's token counts and
+    this window's requests come back from the tenant database, so a spent
+    quota stays spent and a tenant at its rpm stays there."""
     import ray
 
     from graph.ledger_actor import ACTOR_NAME, NAMESPACE
 
     key = _add(tgraph, "ledger-quota-tenant", daily_tokens=1)
+    rpm_key = _add(tgraph, "ledger-rpm-tenant", rpm=2)
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    chat = tgraph["url"] + "/v1/chat/completions"
+    chat, models = tgraph["url"] + "/v1/chat/completions", tgraph["url"] + "/v1/models"
     assert httpx.post(chat, json=body, headers=_h(key), timeout=120).status_code == 200
-    time.sleep(2)  # the ledger writes its counts every second
+    first = time.time()
+    for _ in range(2):
+        assert httpx.get(models, headers=_h(rpm_key), timeout=30).status_code == 200
+    time.sleep(1.5)  # the ledger writes its counts every second
     ledger = ray.get_actor(f"{ACTOR_NAME}-{APP}", namespace=NAMESPACE)
     pid = ray.get(ledger.__ray_call__.remote(lambda self: os.getpid()))
     ray.kill(ledger, no_restart=False)
     deadline = time.time() + 120
     seen: list[int] = []
+    while time.time() < deadline:
+        r = httpx.get(models, headers=_h(rpm_key), timeout=30)
+        seen.append(r.status_code)
+        if r.status_code in (200, 429):
+            break
+        time.sleep(0.2)  # refused while the ledger restarts
+    # a fresh ledger must not admit a third request inside the window
+    assert r.status_code == 429 or time.time() - first > WINDOW_S, seen
+    if r.status_code == 429:
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    seen = []
     while time.time() < deadline:
         r = httpx.post(chat, json=body, headers=_h(key), timeout=60)
         seen.append(r.status_code)

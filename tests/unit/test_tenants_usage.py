@@ -1,5 +1,6 @@
-"""Daily token counts in the tenant database (a real SQLite file): saved by
-one ledger, read back by the next, so a restarted ledger keeps each quota."""
+"""Daily token counts and rate windows in the tenant database (a real SQLite
+file): saved by one ledger, read back by the next, so a restarted ledger keeps
+each quota and this minute's rpm and tpm."""
 
 from __future__ import annotations
 
@@ -63,3 +64,60 @@ async def test_a_new_ledger_keeps_the_daily_quota_of_the_one_before(
     assert refused["lease"] is None and refused["code"] == "insufficient_quota"
     other = Ledger(usage_db=url, usage_scope="another-app")
     assert (await other.admit("t", {"daily_tokens": 100}))["lease"]
+
+
+def test_windows_round_trip_and_only_what_is_inside_counts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    now = time.time()
+    first = RateLimiter(window_s=60)
+    for ago in (70, 30, 5):  # the first is already outside the window
+        first.admit("t", Limits(), now - ago)
+    lease = first.admit("t", Limits(), now).lease
+    assert lease
+    for n in (3, 4, 5):  # three charges within one second: saved as one
+        first.charge(lease, n, now)
+    windows = first.windows(now)
+    assert len(windows["t"][0]) == 3 and windows["t"][1] == [(round(now, 3), 12)]
+    DailyUsage(url, "app").save(utc_day(now), {}, windows)
+    DailyUsage(url, "app").save(utc_day(now), {}, first.windows(now))  # replaced
+    saved = DailyUsage(url, "app").load_windows()
+    assert saved == windows and DailyUsage(url, "other").load_windows() == {}
+    later = now + 40  # the request from 30 s ago has left the window by then
+    second = RateLimiter(window_s=60)
+    second.restore_windows(saved, later)
+    assert second.usage("t", later) == {
+        "requests": 2,
+        "tokens": 12,
+        "active": 0,
+        "day_tokens": 0,
+    }
+    refused = second.admit("t", Limits(rpm=2), later)
+    assert refused.code == "rate_limit_exceeded"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.retry_after_s == pytest.approx(15, abs=0.01)  # the 5 s one
+
+
+async def test_a_new_ledger_keeps_the_rpm_and_tpm_of_the_one_before(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    first = Ledger(usage_db=url, usage_scope="app", flush_s=0.05)
+    limits = {"rpm": 3, "tpm": 1000}
+    for _ in range(2):
+        lease = (await first.admit("rpm", limits))["lease"]
+        first.finish(lease)
+    lease = (await first.admit("tpm", limits))["lease"]
+    first.charge(lease, 900, 150)
+    first.finish(lease)
+    deadline = time.time() + 10
+    while len(DailyUsage(url, "app").load_windows().get("tpm", ([], []))[1]) < 1:
+        assert time.time() < deadline, "windows never written"
+        await asyncio.sleep(0.05)
+    # the ledger's process dies; Ray starts a new one with the same arguments
+    second = Ledger(usage_db=url, usage_scope="app")
+    assert (await second.admit("rpm", limits))["lease"]  # the third of three
+    refused = await second.admit("rpm", limits)
+    assert refused["lease"] is None and refused["code"] == "rate_limit_exceeded"
+    refused = await second.admit("tpm", limits)
+    assert refused["lease"] is None and "1000 tokens" in refused["message"]
+    assert refused["headers"]["x-ratelimit-remaining-tokens"] == "0"
