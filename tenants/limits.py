@@ -220,10 +220,13 @@ class RateLimiter:
     ) -> dict[str, tuple[list[float], list[tuple[float, int]]]]:
         """Each tenant's window as plain lists, for a later `restore_windows`:
         request times to the millisecond, token charges summed by second
-        (stamped with the second's last charge, so none expires early)."""
+        (stamped with the second's last charge, so none expires early).
+        Tenants with nothing in their window are left out."""
         out = {}
         for tenant in list(self._tenants):
             w = self._window(tenant, now)
+            if not w.requests and not w.tokens:
+                continue
             charges: dict[int, list[float]] = {}
             for when, n in w.tokens:
                 bucket = charges.setdefault(int(when), [when, 0])

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     insert,
     select,
     update,
@@ -87,8 +88,9 @@ class DailyUsage:
         counts: dict[str, int],
         windows: dict[str, Window] | None = None,
     ) -> None:
-        """Write `day`'s counts and the tenants' windows (each row replaced),
-        in one transaction."""
+        """Write `day`'s counts (each row replaced) and, given `windows`, make
+        them the scope's windows (a tenant not in them has none), in one
+        transaction."""
         with self._engine.begin() as conn:
             for tenant, tokens in counts.items():
                 _upsert(
@@ -96,6 +98,13 @@ class DailyUsage:
                     daily_usage_table,
                     {"scope": self.scope, "tenant": tenant, "day": day},
                     {"tokens": tokens},
+                )
+            if windows is not None:
+                t = rate_window_table
+                conn.execute(
+                    delete(t).where(
+                        t.c.scope == self.scope, t.c.tenant.not_in(list(windows))
+                    )
                 )
             for tenant, (requests, charges) in (windows or {}).items():
                 window = json.dumps({"requests": requests, "tokens": charges})

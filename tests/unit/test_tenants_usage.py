@@ -82,6 +82,12 @@ def test_windows_round_trip_and_only_what_is_inside_counts(tmp_path: Path) -> No
     DailyUsage(url, "app").save(utc_day(now), {}, first.windows(now))  # replaced
     saved = DailyUsage(url, "app").load_windows()
     assert saved == windows and DailyUsage(url, "other").load_windows() == {}
+    idle = RateLimiter(window_s=60)
+    idle.admit("gone", Limits(), now - 61)
+    assert idle.windows(now) == {}  # an empty window is not kept
+    DailyUsage(url, "scratch").save(utc_day(now), {}, windows)
+    DailyUsage(url, "scratch").save(utc_day(now), {}, idle.windows(now))
+    assert DailyUsage(url, "scratch").load_windows() == {}  # nor left behind
     later = now + 40  # the request from 30 s ago has left the window by then
     second = RateLimiter(window_s=60)
     second.restore_windows(saved, later)
