@@ -2,12 +2,17 @@
 
 Knows the wire shapes only (raw bytes where JSON encoders would refuse them,
 e.g. a lone surrogate); knows nothing of what the server should answer: the
-soak reports each input's statuses and times as they come.
+soak reports each input's statuses and times as they come. Run alone, it
+times each input against a graph that is already serving:
+
+    python -m load_tests.soak_inputs --url http://127.0.0.1:8000 --repeat 7
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,3 +99,29 @@ def send_hostile(url: str, item: Hostile, timeout_s: float = 120) -> dict[str, A
         "status": status,
         "ms": (time.perf_counter() - began) * 1000,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Send every hostile input `--repeat` times, one at a time; print each
+    one's statuses and its median and slowest time (ms) as JSON lines."""
+    parser = argparse.ArgumentParser(prog="python -m load_tests.soak_inputs")
+    parser.add_argument("--url", required=True, help="a serving graph")
+    parser.add_argument("--repeat", type=int, default=7)
+    ns = parser.parse_args(argv)
+    if ns.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    for item in HOSTILE:
+        runs = [send_hostile(ns.url, item) for _ in range(ns.repeat)]
+        ms = [r["ms"] for r in runs]
+        row = {
+            "name": item.name,
+            "statuses": sorted({r["status"] for r in runs}),
+            "median_ms": round(statistics.median(ms), 1),
+            "max_ms": round(max(ms), 1),
+        }
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

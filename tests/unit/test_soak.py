@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import mmap
 import os
+import threading
+from typing import Any
 
 from graph.bench_servers.soak import slope_mb_per_h, summarize_rss
+from load_tests import soak_inputs
 from load_tests.procs import (
     mapping_kind,
     private_by_kind_mib,
@@ -106,3 +110,29 @@ def test_hostile_inputs_are_distinct_and_sendable() -> None:
     surrogate = next(h for h in HOSTILE if "surrogate" in h.name)
     assert b"\\ud800" in surrogate.body
     assert json.loads(surrogate.body)["messages"][0]["content"].startswith("a\x00b")
+
+
+def test_hostile_inputs_are_timed_against_a_server(capsys: Any) -> None:
+    """`python -m load_tests.soak_inputs` against a real (tiny) HTTP server."""
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(400)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert soak_inputs.main(["--url", url, "--repeat", "2"]) == 0
+    finally:
+        server.shutdown()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == [h.name for h in HOSTILE]
+    assert all(r["statuses"] == [400] for r in rows)
+    assert all(0 < r["median_ms"] <= r["max_ms"] for r in rows)
