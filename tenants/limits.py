@@ -218,24 +218,15 @@ class RateLimiter:
     def windows(
         self, now: float
     ) -> dict[str, tuple[list[float], list[tuple[float, int]]]]:
-        """Each tenant's window as plain lists, for a later `restore_windows`:
-        request times to the millisecond, token charges summed by second
-        (stamped with the second's last charge, so none expires early).
-        Tenants with nothing in their window are left out."""
+        """Each tenant's window, copied as plain lists for a later
+        `restore_windows` (cheap: the caller compacts them off the loop,
+        `tenants.usage.compact`). Tenants with nothing in their window are
+        left out."""
         out = {}
         for tenant in list(self._tenants):
             w = self._window(tenant, now)
-            if not w.requests and not w.tokens:
-                continue
-            charges: dict[int, list[float]] = {}
-            for when, n in w.tokens:
-                bucket = charges.setdefault(int(when), [when, 0])
-                bucket[0] = when
-                bucket[1] += n
-            out[tenant] = (
-                [round(t, 3) for t in w.requests],
-                [(round(t, 3), int(n)) for t, n in charges.values()],
-            )
+            if w.requests or w.tokens:
+                out[tenant] = (list(w.requests), list(w.tokens))
         return out
 
     def restore_windows(

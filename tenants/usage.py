@@ -46,6 +46,22 @@ rate_window_table = Table(
 Window = tuple[list[float], list[tuple[float, int]]]
 
 
+def compact(window: Window) -> Window:
+    """A window as it is stored: request times to the millisecond, token
+    charges summed by second (stamped with the second's last charge, so none
+    expires early)."""
+    requests, charges = window
+    buckets: dict[int, list[float]] = {}
+    for when, n in charges:
+        bucket = buckets.setdefault(int(when), [when, 0])
+        bucket[0] = when
+        bucket[1] += n
+    return (
+        [round(t, 3) for t in requests],
+        [(round(t, 3), int(n)) for t, n in buckets.values()],
+    )
+
+
 class DailyUsage:
     """One ledger's (`scope`) daily token counts, by tenant and UTC day, and
     its tenants' rate windows."""
@@ -89,8 +105,8 @@ class DailyUsage:
         windows: dict[str, Window] | None = None,
     ) -> None:
         """Write `day`'s counts (each row replaced) and, given `windows`, make
-        them the scope's windows (a tenant not in them has none), in one
-        transaction."""
+        them (`compact`ed) the scope's windows (a tenant not in them has
+        none), in one transaction."""
         with self._engine.begin() as conn:
             for tenant, tokens in counts.items():
                 _upsert(
@@ -106,7 +122,8 @@ class DailyUsage:
                         t.c.scope == self.scope, t.c.tenant.not_in(list(windows))
                     )
                 )
-            for tenant, (requests, charges) in (windows or {}).items():
+            for tenant, raw in (windows or {}).items():
+                requests, charges = compact(raw)
                 window = json.dumps({"requests": requests, "tokens": charges})
                 _upsert(
                     conn,
