@@ -67,6 +67,15 @@ def replica_rss_mib(pid: int, app: str = "ragserve") -> dict[str, float]:
     return out
 
 
+def _tree_processes(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants; none once it has exited."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """RSS and USS (MiB) of a process and all its descendants.
 
@@ -77,12 +86,7 @@ def tree_memory_mib(pid: int) -> dict[str, float]:
     what a leak grows. A tree that is gone reads as zeros.
     """
     rss = uss = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        procs = []
-    for proc in procs:
+    for proc in _tree_processes(pid):
         mem = process_memory_mib(proc)
         if mem is not None:
             rss += mem["rss_mb"]
@@ -124,12 +128,7 @@ def private_by_kind_mib(pid: int) -> dict[str, float]:
     so a growing USS can be told apart: live or kept heap, or code pages
     that are read in once."""
     out = dict.fromkeys(KINDS, 0.0)
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return out
-    for proc in procs:
+    for proc in _tree_processes(pid):
         try:
             maps = proc.memory_maps(grouped=True)
         except psutil.Error:

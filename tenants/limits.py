@@ -14,6 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from tenants.records import Limits
 
+#: One tenant's sliding window as plain data: request times, and (time,
+#: tokens) charges (what `RateLimiter.windows` copies and a restart restores).
+Window = tuple[list[float], list[tuple[float, int]]]
+
 
 @dataclass
 class Decision:
@@ -215,9 +219,7 @@ class RateLimiter:
             w = self._window(tenant, now)
             w.day_tokens = max(w.day_tokens, tokens)
 
-    def windows(
-        self, now: float
-    ) -> dict[str, tuple[list[float], list[tuple[float, int]]]]:
+    def windows(self, now: float) -> dict[str, Window]:
         """Each tenant's window, copied as plain lists for a later
         `restore_windows` (cheap: the caller compacts them off the loop,
         `tenants.usage.compact`). Tenants with nothing in their window are
@@ -231,7 +233,7 @@ class RateLimiter:
 
     def restore_windows(
         self,
-        windows: dict[str, tuple[list[float], list[tuple[float, int]]]],
+        windows: dict[str, Window],
         now: float,
     ) -> None:
         """Take up windows saved by an earlier ledger: what is still inside

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from tenants.limits import Window
 from tenants.records import TenantError
 from tenants.store import open_engine
 
@@ -41,9 +42,6 @@ rate_window_table = Table(
     # JSON: {"requests": [unix time, ...], "tokens": [[unix time, n], ...]}
     Column("window", Text, nullable=False),
 )
-
-#: One tenant's sliding window: request times, and (time, tokens) charges.
-Window = tuple[list[float], list[tuple[float, int]]]
 
 
 def compact(window: Window) -> Window:
