@@ -95,8 +95,16 @@ class TenantsConfig(BaseModel):
     lease_timeout_s: float = Field(
         600.0,
         gt=0,
-        description="A concurrency lease not returned within this (its replica "
-        "died) is freed.",
+        description="A concurrency lease that no replica renews (a ledger used "
+        "in one process) and is not returned within this is freed.",
+    )
+    lease_renew_s: float = Field(
+        1.0,
+        gt=0,
+        le=10.0,
+        description="How often each ingress replica tells the ledger which "
+        "leases it holds: a lease not renewed for 10 of these (its replica "
+        "died) is freed, and a restarted ledger takes up the ones still held.",
     )
     fair_share: FairShareConfig = Field(default_factory=FairShareConfig)
 

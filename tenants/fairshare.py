@@ -63,18 +63,35 @@ class FairShare:
         st.weight = weight
         return st
 
-    def request(self, tenant: str, weight: float, ticket: str) -> list[str]:
-        """Queue `ticket` for `tenant`; returns the tickets granted a slot now
-        (this one, when a slot is free)."""
-        st = self._state(tenant, weight)
+    def _lift(self, st: _State) -> None:
+        """A tenant returning from idle starts at the least active counter."""
         if not st.active():
             floor = [s.counter for s in self._tenants.values() if s.active()]
             if floor:
                 st.counter = max(st.counter, min(floor))
+
+    def request(self, tenant: str, weight: float, ticket: str) -> list[str]:
+        """Queue `ticket` for `tenant`; returns the tickets granted a slot now
+        (this one, when a slot is free)."""
+        st = self._state(tenant, weight)
+        self._lift(st)
         assert st.queued is not None
         st.queued.append((next(self._order), ticket))
         self._owner[ticket] = tenant
         return self._dispatch()
+
+    def adopt(self, tenant: str, weight: float, ticket: str, priority: int) -> None:
+        """Count `ticket` as running (granted by an earlier scheduler that
+        died; its generation goes on): it holds a slot, and its tenant is
+        active, until `done`. A known ticket is left as it is."""
+        if ticket in self._owner:
+            return
+        st = self._state(tenant, weight)
+        self._lift(st)
+        self._owner[ticket] = tenant
+        self._granted[ticket] = priority
+        st.running += 1
+        self.running += 1
 
     def charge(self, tenant: str, cost: float) -> None:
         """Add `cost` units of service to `tenant`'s counter (divided by weight)."""
@@ -128,6 +145,10 @@ class FairShare:
         cache) each tenant's n-th request comes before anyone's (n+1)-th:
         batch places shared by weight, not by who submitted first."""
         return self._granted.get(ticket, 0)
+
+    def holds(self, ticket: str) -> bool:
+        """Whether `ticket` is queued or running."""
+        return ticket in self._owner
 
     def counters(self) -> dict[str, float]:
         return {name: st.counter for name, st in self._tenants.items()}

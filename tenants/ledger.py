@@ -11,8 +11,9 @@ Given a tenant database (`usage_db`), the ledger writes today's token counts
 and each tenant's rate window there every `flush_s` while they change and
 reads them back when it starts, so a restarted ledger keeps each daily quota
 and this minute's rpm and tpm counts (losing at most the last `flush_s` of
-them); concurrency starts over (the requests in flight hold leases of the
-ledger that died).
+them). Concurrency and slots come back from the replicas instead: each one
+`renew`s the leases it holds every second or so, which also frees the leases
+of a replica that died within `renew_timeout_s`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import asdict
 from typing import Any, NamedTuple
 
 from tenants.fairshare import FairShare
+from tenants.leases import Snapshot
 from tenants.limits import Decision, RateLimiter, utc_day
 from tenants.records import Limits
 from tenants.usage import DailyUsage
@@ -56,8 +58,10 @@ class Ledger:
         usage_db: str | None = None,
         usage_scope: str = "default",
         flush_s: float = 1.0,
+        renew_timeout_s: float = 10.0,
     ) -> None:
-        self._limits = RateLimiter(window_s, lease_timeout_s)
+        self._limits = RateLimiter(window_s, lease_timeout_s, renew_timeout_s)
+        self._held_back_until = 0.0
         self._usage = DailyUsage(usage_db, usage_scope) if usage_db else None
         if self._usage is not None:
             now = time.time()
@@ -73,15 +77,31 @@ class Ledger:
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._tenant_of: dict[str, str] = {}
 
-    async def admit(self, tenant: str, limits: dict[str, Any]) -> dict[str, Any]:
+    def hold_back(self, seconds: float) -> None:
+        """Admit nobody under a concurrency limit for `seconds` (a restarted
+        ledger, until every replica has renewed the leases it holds)."""
+        self._held_back_until = time.time() + seconds
+
+    async def admit(
+        self,
+        tenant: str,
+        limits: dict[str, Any],
+        holder: str | None = None,
+        lease: str | None = None,
+    ) -> dict[str, Any]:
         """A lease for one request of `tenant`, or why not (a `Decision` as a
-        dict, so it crosses process boundaries as plain data)."""
+        dict, so it crosses process boundaries as plain data). A `holder`
+        names the lease and `renew`s it while its request runs."""
         if self._usage is not None and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        wait = self._held_back_until - time.time()
+        if wait > 0 and limits.get("max_concurrency") is not None:
+            await asyncio.sleep(wait)
         now = time.time()
-        for lease in self._limits.expire_leases(now):
-            self._release_slot(lease)
-        decision: Decision = self._limits.admit(tenant, Limits(**limits), now)
+        self._expire(now)
+        decision: Decision = self._limits.admit(
+            tenant, Limits(**limits), now, holder, lease
+        )
         if decision.lease:
             self._tenant_of[decision.lease] = tenant
             self._dirty = True
@@ -108,6 +128,27 @@ class Ledger:
             return Slot("gone")
         return Slot("ok", self._fair.priority(lease))
 
+    def renew(self, holder: str, held: Snapshot, pending: list[str]) -> dict[str, int]:
+        """`holder` (an ingress replica) holds exactly `held` (lease ->
+        tenant, slot, weight, engine priority: `tenants.leases.Snapshot`) and
+        waits for answers on `pending`. Leases this ledger does not know are
+        taken up with their slots (it restarted); the holder's leases in
+        neither are finished, and slots it no longer holds are freed (their
+        `finish` or `release_slot` was lost)."""
+        now = time.time()
+        self._expire(now)
+        tenants = {lid: entry[0] for lid, entry in held.items()}
+        adopted, gone = self._limits.renew(holder, tenants, set(pending), now)
+        for lid in gone:
+            self.finish(lid)
+        for lid, (tenant, slot, weight, priority) in held.items():
+            self._tenant_of.setdefault(lid, tenant)
+            if slot == "held":
+                self._fair.adopt(tenant, weight, lid, priority)
+            elif slot == "none" and lid not in self._waiting and self._fair.holds(lid):
+                self._release_slot(lid)
+        return {"adopted": len(adopted), "freed": len(gone)}
+
     def charge(self, lease: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Count tokens for the lease (negative values reconcile downwards)."""
         tenant = self._limits.charge(
@@ -127,6 +168,12 @@ class Ledger:
         self._limits.finish(lease)
         self._tenant_of.pop(lease, None)
         self._release_slot(lease)
+
+    def _expire(self, now: float) -> None:
+        """Free the leases of replicas that died (`RateLimiter.expire_leases`)."""
+        for lease in self._limits.expire_leases(now):
+            self._tenant_of.pop(lease, None)
+            self._release_slot(lease)
 
     def _release_slot(self, lease: str) -> None:
         future = self._waiting.pop(lease, None)
@@ -170,4 +217,6 @@ class Ledger:
         }
 
     def usage(self, tenant: str) -> dict[str, int]:
-        return self._limits.usage(tenant, time.time())
+        now = time.time()
+        self._expire(now)
+        return self._limits.usage(tenant, now)

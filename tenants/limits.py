@@ -46,6 +46,8 @@ class _Lease:
     tenant: str
     started: float
     tokens: int = 0
+    holder: str | None = None  # the ingress replica that renews it, if any
+    renewed: float = 0.0  # when its holder last said it still holds it
 
 
 def duration(seconds: float) -> str:
@@ -73,9 +75,15 @@ def _to_midnight(now: float) -> float:
 class RateLimiter:
     """Sliding-window rpm/tpm, concurrency leases and daily quotas per tenant."""
 
-    def __init__(self, window_s: float = 60.0, lease_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        lease_timeout_s: float = 600.0,
+        renew_timeout_s: float = 10.0,
+    ) -> None:
         self.window_s = window_s
         self.lease_timeout_s = lease_timeout_s
+        self.renew_timeout_s = renew_timeout_s
         self._tenants: dict[str, _TenantWindow] = {}
         self._leases: dict[str, _Lease] = {}
 
@@ -92,26 +100,41 @@ class RateLimiter:
         return w
 
     def expire_leases(self, now: float) -> list[str]:
-        """Free leases older than `lease_timeout_s` (their replica died)."""
+        """Free the leases whose replica died: one with a holder that has not
+        renewed it for `renew_timeout_s`, one without older than
+        `lease_timeout_s`."""
         stale = [
             lid
             for lid, lease in self._leases.items()
-            if now - lease.started > self.lease_timeout_s
+            if (
+                now - lease.renewed > self.renew_timeout_s
+                if lease.holder is not None
+                else now - lease.started > self.lease_timeout_s
+            )
         ]
         for lid in stale:
             self.finish(lid)
         return stale
 
-    def admit(self, tenant: str, limits: Limits, now: float) -> Decision:
-        """Take one request of `tenant` now, or refuse it with a retry time."""
+    def admit(
+        self,
+        tenant: str,
+        limits: Limits,
+        now: float,
+        holder: str | None = None,
+        lease: str | None = None,
+    ) -> Decision:
+        """Take one request of `tenant` now, or refuse it with a retry time.
+        A `holder` (an ingress replica) names the lease itself and renews it
+        (`renew`); without one, the lease lives up to `lease_timeout_s`."""
         self.expire_leases(now)
         w = self._window(tenant, now)
         refusal = self._refusal(w, limits, now)
         if refusal is None:
             w.requests.append(now)
             w.active += 1
-            lease = uuid.uuid4().hex
-            self._leases[lease] = _Lease(tenant, now)
+            lease = lease or uuid.uuid4().hex
+            self._leases[lease] = _Lease(tenant, now, holder=holder, renewed=now)
             decision = Decision(True, lease)
         else:
             decision = refusal
@@ -200,6 +223,32 @@ class RateLimiter:
             if w is not None:
                 w.active = max(0, w.active - 1)
         return held
+
+    def renew(
+        self, holder: str, held: dict[str, str], pending: set[str], now: float
+    ) -> tuple[list[str], list[str]]:
+        """`holder` holds exactly the leases `held` (lease -> tenant), and has
+        asked for `pending` without an answer yet. Its leases this limiter
+        does not know are taken up (it restarted: they count against
+        concurrency again); those it knows for `holder` in neither set are
+        over (their `finish` was lost) and freed. Returns (taken up, freed)."""
+        adopted = []
+        for lid, tenant in held.items():
+            lease = self._leases.get(lid)
+            if lease is None:
+                self._leases[lid] = _Lease(tenant, now, holder=holder, renewed=now)
+                self._window(tenant, now).active += 1
+                adopted.append(lid)
+            else:
+                lease.holder, lease.renewed = holder, now
+        gone = [
+            lid
+            for lid, lease in self._leases.items()
+            if lease.holder == holder and lid not in held and lid not in pending
+        ]
+        for lid in gone:
+            self.finish(lid)
+        return adopted, gone
 
     def day_tokens(self, now: float) -> tuple[str, dict[str, int]]:
         """Today (UTC) and each tenant's tokens counted today."""

@@ -137,3 +137,20 @@ def openai_client(serve_graph: dict[str, Any]):
     from openai import OpenAI
 
     return OpenAI(base_url=serve_graph["url"] + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def tgraph(
+    serve_graph: dict[str, Any],
+    docs_index: Path,
+    tiny_llama: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    otlp_receiver: OTLPReceiver,
+) -> Iterator[dict[str, Any]]:
+    """The tenants' own two-replica app (`tenants_graph.deploy`), shared by
+    `test_tenants` and `test_tenants_ledger`."""
+    from tests.integration.tenants_graph import deploy
+
+    yield from deploy(
+        serve_graph, docs_index, tiny_llama, tmp_path_factory, otlp_receiver
+    )
