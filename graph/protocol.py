@@ -31,6 +31,7 @@ from graph.wire_types import (
     INT64_MIN,
     MAX_TOKENS_CAP,
     Int,
+    ShortText,
     Text,
     _Request,
     _Response,
@@ -58,7 +59,7 @@ class ChatMessage(_Request):
     content: Text | list[TextPart] = Field(
         union_mode="left_to_right", description="The message text, or text parts."
     )
-    name: Text | None = Field(None, max_length=256)
+    name: ShortText | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -107,7 +108,7 @@ class _Sampling(_Request):
     n: Int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: Text | None = Field(None, max_length=256)
+    user: ShortText | None = None
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False
     repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, allow_inf_nan=False)
@@ -270,7 +271,7 @@ class EmbeddingRequest(_Request):
     model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Int | None = Field(None, ge=1, le=65536)
-    user: Text | None = Field(None, max_length=256)
+    user: ShortText | None = None
 
     @field_validator("input")
     @classmethod

@@ -57,6 +57,15 @@ Text = Annotated[
     Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
 ]
 
+#: A name or user id: `Text` of at most 256 characters (the length checked
+#: first, so its error says "characters").
+ShortText = Annotated[
+    str,
+    Field(max_length=256),
+    AfterValidator(_encodable),
+    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
+]
+
 
 class _Request(BaseModel):
     # Strict: `"rerank": 0` or `"top_k": "5"` is a 400, as the schema says,

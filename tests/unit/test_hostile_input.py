@@ -77,6 +77,16 @@ def test_non_finite_numbers_are_400(script: Script) -> None:
         assert_400(r, "temperature")
 
 
+def test_a_long_user_or_name_is_400_in_characters(script: Script) -> None:
+    client = make_client(script)
+    err = assert_400(client.post(CHAT, json=body(user="u" * 257)), "user")
+    assert "at most 256 characters" in err["message"]
+    named = {"messages": [{"role": "user", "content": "hi", "name": "n" * 257}]}
+    err = assert_400(client.post(CHAT, json=named), "messages.0.name")
+    assert "at most 256 characters" in err["message"]
+    assert client.post(CHAT, json=body(user="u" * 256)).status_code == 200
+
+
 def test_the_fuzzers_first_500_is_a_400(script: Script) -> None:
     r = make_client(script).post(
         CHAT,
