@@ -23,10 +23,11 @@ from tenants.ledger import Ledger, Slot
 
 logger = logging.getLogger("ragserve.tenants")
 ACTOR_NAME = "ragserve-tenant-ledger"
-NAMESPACE = "ragserve"
 #: bumped when the actor's methods change, so that a detached ledger an older
-#: ragserve left running (an upgrade in place) is replaced, not called
+#: ragserve left running (an upgrade in place) is replaced, not called: each
+#: version's ledgers live in a namespace of their own (version 1's: "ragserve")
 LEDGER_VERSION = 2
+NAMESPACE = f"ragserve-ledger-v{LEDGER_VERSION}"
 #: a lease its replica has not renewed for this many periods is freed
 RENEWALS_MISSED = 10
 
@@ -68,23 +69,22 @@ class RestartableLedger(Ledger):
 
 
 def actor_name(app: str) -> str:
-    """The ledger actor of Serve application `app` (its counts in the tenant
-    database are kept under `f"{ACTOR_NAME}-{app}"`, whatever the version)."""
-    return f"{ACTOR_NAME}-{app}-v{LEDGER_VERSION}"
+    """The ledger actor of Serve application `app` (in `NAMESPACE`; its counts
+    in the tenant database are kept under this name, whatever the version)."""
+    return f"{ACTOR_NAME}-{app}"
 
 
 def _retire_older(app: str) -> None:
     """Stop the ledger an older ragserve started for `app`, if one runs."""
     import ray
 
-    older = [f"{ACTOR_NAME}-{app}"]
-    older += [f"{ACTOR_NAME}-{app}-v{v}" for v in range(2, LEDGER_VERSION)]
-    for name in older:
+    older = ["ragserve", *(f"ragserve-ledger-v{v}" for v in range(2, LEDGER_VERSION))]
+    for namespace in older:
         try:
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            ray.kill(ray.get_actor(actor_name(app), namespace), no_restart=True)
         except ValueError:  # none by that name
             continue
-        logger.warning("stopped %s, the tenant ledger of an older ragserve", name)
+        logger.warning("stopped the tenant ledger of an older ragserve (%s)", namespace)
 
 
 def _app_name() -> str:
@@ -122,7 +122,7 @@ class ActorLedger:
             .remote(
                 hold_back_s=2 * self._renew_s,
                 **ledger_options(args),
-                usage_scope=f"{ACTOR_NAME}-{app}",
+                usage_scope=actor_name(app),
             )
         )
         self.leases = HeldLeases()

@@ -187,3 +187,34 @@ def test_concurrency_survives_the_ledgers_death(tgraph: dict[str, Any]) -> None:
         )
     finally:
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_ledger_an_older_ragserve_left_running_is_stopped(
+    tgraph: dict[str, Any],
+) -> None:
+    """An upgrade in place: a detached ledger of the previous interface
+    (namespace "ragserve") is stopped when a replica of this version starts,
+    rather than called with arguments it does not take."""
+    import ray
+
+    from graph.ledger_actor import ActorLedger, actor_name
+
+    @ray.remote(num_cpus=0)
+    class OlderLedger:
+        def admit(self, tenant: str, limits: dict[str, Any]) -> None:
+            return None
+
+    older = OlderLedger.options(  # type: ignore[attr-defined]
+        name=actor_name(APP), namespace="ragserve", lifetime="detached"
+    ).remote()
+    ray_get(older.admit.remote("t", {}))
+    ActorLedger(tgraph["args"], app=APP)
+    deadline = time.time() + 30
+    while True:
+        try:
+            ray.get_actor(actor_name(APP), namespace="ragserve")
+        except ValueError:
+            break  # gone
+        assert time.time() < deadline, "the older ledger still runs"
+        time.sleep(0.2)
+    assert ray_get(ledger_actor().usage.remote("nobody"))["active"] == 0
