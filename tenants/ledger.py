@@ -78,8 +78,9 @@ class Ledger:
         self._tenant_of: dict[str, str] = {}
 
     def hold_back(self, seconds: float) -> None:
-        """Admit nobody under a concurrency limit for `seconds` (a restarted
-        ledger, until every replica has renewed the leases it holds)."""
+        """Admit nobody under a concurrency limit, and give out no slot, for
+        `seconds` (a restarted ledger, until every replica has renewed the
+        leases it holds)."""
         self._held_back_until = time.time() + seconds
 
     async def admit(
@@ -108,7 +109,12 @@ class Ledger:
         return asdict(decision)
 
     async def acquire(self, lease: str, weight: float) -> Slot:
-        """Wait for a generation slot (fair share by VTC)."""
+        """Wait for a generation slot (fair share by VTC); a restarted
+        ledger first waits out its hold-back, so the slots still in use are
+        taken up before any is handed out."""
+        wait = self._held_back_until - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         tenant = self._tenant_of.get(lease)
         if tenant is None:
             return Slot("gone")

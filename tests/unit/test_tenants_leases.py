@@ -108,6 +108,21 @@ async def test_held_back_admissions_wait_only_under_a_concurrency_limit() -> Non
     assert time.perf_counter() - t0 >= 0.3
 
 
+async def test_held_back_slots_wait_and_count_what_was_taken_up() -> None:
+    ledger = Ledger(slots=1)
+    ledger.hold_back(0.3)
+    lease = (await ledger.admit("b", {}, "r2", "B"))["lease"]
+    t0 = time.perf_counter()
+    waiting = asyncio.ensure_future(ledger.acquire(lease, 1.0))
+    # a replica renews a slot it held under the ledger that died
+    ledger.renew("r1", {"A": ("a", "held", 1.0, 0)}, [])
+    await asyncio.sleep(0.35)
+    assert not waiting.done()  # the one slot is A's
+    ledger.finish("A")
+    assert (await waiting).status == "ok"
+    assert time.perf_counter() - t0 >= 0.3
+
+
 def test_the_renewal_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from load_tests import lease_renewal
 
