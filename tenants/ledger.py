@@ -153,6 +153,13 @@ class Ledger:
                 self._fair.adopt(tenant, weight, lid, priority)
             elif slot == "none" and lid not in self._waiting and self._fair.holds(lid):
                 self._release_slot(lid)
+        if adopted or gone:
+            logger.info(
+                "replica %s: took up %d leases, freed %d whose finish was lost",
+                holder[:8],
+                len(adopted),
+                len(gone),
+            )
         return {"adopted": len(adopted), "freed": len(gone)}
 
     def charge(self, lease: str, prompt_tokens: int, completion_tokens: int) -> None:
@@ -177,9 +184,12 @@ class Ledger:
 
     def _expire(self, now: float) -> None:
         """Free the leases of replicas that died (`RateLimiter.expire_leases`)."""
-        for lease in self._limits.expire_leases(now):
+        expired = self._limits.expire_leases(now)
+        for lease in expired:
             self._tenant_of.pop(lease, None)
             self._release_slot(lease)
+        if expired:
+            logger.warning("freed %d leases no live replica renews", len(expired))
 
     def _release_slot(self, lease: str) -> None:
         future = self._waiting.pop(lease, None)
