@@ -183,7 +183,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     from graph.served import load_served
     from graph.server import run_until_signal
     from models.resolve import resolve_generator_path
-    from retrieval.index import read_manifest
+    from retrieval.manifest import read_manifest
 
     args = _load_args(ns)
     # Fail fast, before Ray starts, on what the replicas would trip over.
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from graph.trace_view import TraceError
     from models.errors import ModelError
     from releases.errors import ReleaseError
-    from retrieval.index import RetrievalError
+    from retrieval.errors import RetrievalError
 
     try:
         return int(ns.func(ns))

@@ -200,7 +200,7 @@ class RetrieverDeployment(_Node):
         use_gpu: Literal["auto", "never", "always"] = "auto",
         telemetry: TelemetryConfig | None = None,
     ) -> None:
-        from retrieval.index import FaissRetriever
+        from retrieval.faiss_index import FaissRetriever
 
         self._init_node(telemetry)
         _configure_batching(self._search_batch, batching)

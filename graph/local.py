@@ -18,7 +18,7 @@ from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
 from models.generation import Chunk, GenerationEngine, GenerationRequest
 from models.threads import torch_process_env
-from retrieval.index import FaissRetriever
+from retrieval.faiss_index import FaissRetriever
 from retrieval.types import Hit
 
 

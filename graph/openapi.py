@@ -98,7 +98,7 @@ def install_openapi(app: FastAPI, ctx: ServingContext) -> None:
 def _embedding_dimension(ctx: ServingContext) -> int | None:
     """The embedder's dimension, from the index it serves (the retriever
     refuses an index built by another embedder); None without an index."""
-    from retrieval.index import read_manifest
+    from retrieval.manifest import read_manifest
 
     try:
         return read_manifest(ctx.args.retrieval.index_dir).dimension

@@ -24,7 +24,7 @@ from releases.errors import ReleaseError
 from releases.manifest import ReleaseManifest, check_name
 from releases.templates import get_template
 from retrieval.errors import RetrievalError
-from retrieval.index import read_manifest
+from retrieval.manifest import read_manifest
 
 
 def build_release(

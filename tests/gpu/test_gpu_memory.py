@@ -72,7 +72,8 @@ def test_faiss_index_on_gpu(tmp_path, default_embedder) -> None:
     faiss = pytest.importorskip("faiss")
     if not hasattr(faiss, "StandardGpuResources"):
         pytest.skip("faiss-cpu installed; the gpu extra brings faiss-gpu")
-    from retrieval.index import FaissRetriever, build_index
+    from retrieval.faiss_index import FaissRetriever
+    from retrieval.index import build_index
     from tests.conftest import DOCS
 
     build_index(DOCS, tmp_path / "idx", default_embedder, progress=False)
