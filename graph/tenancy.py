@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from graph.config import RagServingArgs
 from graph.errors import APIError, error_response
+from graph.metering import charged, wait_for_slot
 from models.generation import Chunk, GenerationRequest
 from telemetry.metrics import metrics
 from telemetry.tracing import CURRENT_RELEASE, trace_id_hex
@@ -34,7 +35,6 @@ from tenants.store import Completion, TenantStore
 from tenants.writer import BackgroundWriter
 
 logger = logging.getLogger("ragserve.tenants")
-CHARGE_EVERY = 16  # streamed tokens per ledger update
 RELEASE_HEADER = "x-ragserve-release"
 UNLIMITED = Limits()
 OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json"})
@@ -293,7 +293,9 @@ class TenantGate:
             adm.release = adm.release or CURRENT_RELEASE.get()
             try:  # the slot is given back however this ends (cancel included)
                 if self.fair_share:
-                    request.priority = await self._slot(adm)
+                    request.priority = await wait_for_slot(
+                        self.ledger, adm, self._label(adm.principal)
+                    )
                 adm.completion_id = request.request_id
                 self._completions.put(
                     Completion(
@@ -303,24 +305,12 @@ class TenantGate:
                         adm.trace_id,
                     )
                 )
-                async for chunk in _charged(generate(request), adm, self.ledger):
+                async for chunk in charged(generate(request), adm, self.ledger):
                     yield chunk
             finally:
                 self.ledger.release_slot(adm.lease)
 
         return metered
-
-    async def _slot(self, adm: Admission) -> int:
-        """Wait for a fair-share slot; its engine priority (lower goes first)."""
-        slot = await self.ledger.acquire(adm.lease, adm.principal.weight)
-        if slot.status == "full":  # as the generator's own queue would
-            raise APIError(
-                503,
-                "The server is at capacity; retry after the indicated delay.",
-                code="overloaded",
-                retry_after=1,
-            )
-        return int(slot.priority)
 
     def meter_embed(
         self, embed: Callable[[list[str]], Awaitable[Any]]
@@ -336,34 +326,6 @@ class TenantGate:
             return vectors, tokens
 
         return metered
-
-
-async def _charged(
-    stream: AsyncIterator[Chunk], adm: Admission, ledger: Any
-) -> AsyncIterator[Chunk]:
-    lease = adm.lease or ""
-    counted = pending = 0
-    final = False
-    try:
-        async for chunk in stream:
-            if chunk.finish_reason is None:
-                pending += 1 if chunk.text else 0
-                if pending >= CHARGE_EVERY:
-                    ledger.charge(lease, 0, pending)
-                    counted, pending = counted + pending, 0
-            else:
-                final = True
-                ledger.charge(
-                    lease, chunk.prompt_tokens, chunk.completion_tokens - counted
-                )
-                adm.prompt_tokens += chunk.prompt_tokens
-                adm.completion_tokens += chunk.completion_tokens
-            yield chunk
-    finally:
-        if not final:
-            if pending:
-                ledger.charge(lease, 0, pending)
-            adm.completion_tokens += counted + pending
 
 
 def _presented_key(request: Request) -> str | None:

@@ -202,15 +202,24 @@ def test_tenant_names_its_trace_and_series_never_its_key(
         timeout=120,
     )
     assert r.status_code == 200, r.text
-    spans = otlp_receiver.wait_for(r.headers["x-trace-id"], {"rag.request"})
+    spans = otlp_receiver.wait_for(
+        r.headers["x-trace-id"], {"rag.request", "queue.fair_share"}
+    )
     (root,) = [s for s in spans if s.name == "rag.request"]
     assert root.attributes["tenant"] == "obs-tenant"
+    # the wait for a fair-share slot is its own span, inside the request
+    (wait,) = [s for s in spans if s.name == "queue.fair_share"]
+    assert wait.attributes["tenant"] == "obs-tenant"
+    assert wait.attributes["fair_share.status"] == "ok"
+    assert wait.attributes["queue.wait_ms"] >= 0
+    assert root.start_ns <= wait.start_ns <= wait.end_ns <= root.end_ns
     assert all(key not in json.dumps(dict(s.attributes), default=str) for s in spans)
     wanted = (
         "ragserve_tenant_requests_total{",
         'tenant="obs-tenant"',
         "ragserve_tenant_request_latency_ms_bucket{",
         "ragserve_tenant_tokens_total{",
+        'queue="fair_share"',
     )
     deadline = time.time() + 60  # Ray's metrics agent exports on a period
     text = ""
