@@ -2,8 +2,9 @@
 
 Accepts `POST .../v1/traces` (protobuf, optionally gzip) on loopback, answers
 200 with an empty `ExportTraceServiceResponse`, and keeps counts of requests,
-spans and span names. Enough to learn whether a tracing config takes effect;
-not a trace store.
+spans and span names: enough to learn whether a tracing config takes effect.
+With `keep=True` it also keeps every span as a plain dict (ids, name, times,
+attributes) for a benchmark to read after its run; not a trace store.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from typing import Any
 class OTLPSink:
     """Run with `start()`; read with `snapshot()`; end with `stop()`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, keep: bool = False
+    ) -> None:
         self._lock = threading.Lock()
+        self.keep = keep
+        self.kept: list[dict[str, Any]] = []
         self.requests = 0
         self.undecoded = 0
         self.span_names: Counter[str] = Counter()
@@ -64,7 +69,9 @@ class OTLPSink:
 
     def _record(self, body: bytes) -> None:
         spans = _spans(body)
+        kept = _span_dicts(body) if self.keep and spans is not None else []
         with self._lock:
+            self.kept.extend(kept)
             self.requests += 1
             if spans is None:
                 self.undecoded += 1
@@ -85,7 +92,7 @@ class OTLPSink:
             }
 
 
-def _spans(body: bytes) -> list[tuple[str, str]] | None:
+def _parse(body: bytes) -> Any:
     try:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
@@ -94,6 +101,42 @@ def _spans(body: bytes) -> list[tuple[str, str]] | None:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
     except Exception:  # not protobuf, or the proto package is missing
+        return None
+    return request
+
+
+def _span_dicts(body: bytes) -> list[dict[str, Any]]:
+    """Every span in an export as `{trace_id, span_id, parent_id, name,
+    start_ns, end_ns, attributes}` (ids in hex, attribute values plain)."""
+    request = _parse(body)
+    if request is None:
+        return []
+    return [
+        {
+            "trace_id": s.trace_id.hex(),
+            "span_id": s.span_id.hex(),
+            "parent_id": s.parent_span_id.hex() or None,
+            "name": s.name,
+            "start_ns": s.start_time_unix_nano,
+            "end_ns": s.end_time_unix_nano,
+            "attributes": {a.key: _plain(a.value) for a in s.attributes},
+        }
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for s in scope.spans
+    ]
+
+
+def _plain(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return (
+        None if kind in (None, "array_value", "kvlist_value") else getattr(value, kind)
+    )
+
+
+def _spans(body: bytes) -> list[tuple[str, str]] | None:
+    request = _parse(body)
+    if request is None:
         return None
     out = []
     for resource in request.resource_spans:

@@ -36,12 +36,17 @@ import httpx
 import yaml
 from httpx_sse import EventSource
 
+from load_tests import span_breakdown
+from load_tests.gate_probes import overhead, rpm_minute
+from load_tests.otlp_sink import OTLPSink
 from load_tests.sse import read_event
 
 QUESTION = "How does ragserve batch requests?"
 
 
-def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
+def _config(
+    ns: argparse.Namespace, tmp: Path, port: int, trace_endpoint: str | None = None
+) -> dict[str, Any]:
     generator: dict[str, Any] = {"default_max_tokens": ns.max_tokens}
     if ns.model:
         generator["model"] = ns.model
@@ -60,6 +65,11 @@ def _config(ns: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
             },
         },
     }
+    if trace_endpoint:
+        cfg["telemetry"] = {
+            "otlp_endpoint": trace_endpoint,
+            "otlp_protocol": "http/protobuf",
+        }
     for item in ns.set:
         _override(cfg, item)
     return cfg
@@ -172,11 +182,15 @@ def _pct(values: list[float], q: int) -> float | None:
 
 
 async def _fair_share(url: str, keys: dict[str, str], ns: argparse.Namespace) -> dict:
+    at = [time.time_ns()]
     b_alone = await _tenant_load(url, keys["B"], 1, ns, 1)
+    at.append(time.time_ns())
     a_alone = await _tenant_load(url, keys["A"], 16, ns, 2)
+    at.append(time.time_ns())
     a_both, b_both = await asyncio.gather(
         _tenant_load(url, keys["A"], 16, ns, 2), _tenant_load(url, keys["B"], 1, ns, 1)
     )
+    at.append(time.time_ns())
     b_ratio = (b_both["ttft_p95_s"] or 0) / (b_alone["ttft_p95_s"] or 1)
     a_floor = 0.8 * a_alone["tokens_per_s"] - b_both["tokens_per_s"]
     return {
@@ -188,51 +202,8 @@ async def _fair_share(url: str, keys: dict[str, str], ns: argparse.Namespace) ->
         "B_ok": b_ratio <= 1.5,
         "A_tokens_floor": a_floor,
         "A_ok": a_both["tokens_per_s"] >= a_floor,
+        "phases_ns": {"B_alone": at[0:2], "A_alone": at[1:3], "both": at[2:4]},
     }
-
-
-async def _rpm_minute(url: str, key: str, seconds: float, rate: float) -> dict:
-    sent: list[tuple[float, int, dict[str, str]]] = []
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-
-        async def one(i: int) -> None:
-            await asyncio.sleep(i / rate)
-            at = time.time()
-            r = await client.get("/v1/models", headers=headers)
-            sent.append((at, r.status_code, dict(r.headers)))
-
-        await asyncio.gather(*(one(i) for i in range(int(seconds * rate))))
-    ok = sorted(at for at, status, _ in sent if status == 200)
-    refused = [h for _, status, h in sent if status == 429]
-    worst = max((sum(1 for x in ok if a <= x < a + 60) for a in ok), default=0)
-    return {
-        "sent": len(sent),
-        "admitted": len(ok),
-        "refused_429": len(refused),
-        "max_admitted_in_any_60s": worst,
-        "all_429_have_headers": all(
-            "retry-after" in h and "x-ratelimit-remaining-requests" in h
-            for h in refused
-        ),
-    }
-
-
-async def _overhead(url: str, key: str, n: int = 200) -> dict[str, float]:
-    out: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for name, path, headers in (
-            ("health_no_gate", "/health", {}),
-            ("models_gated", "/v1/models", {"Authorization": f"Bearer {key}"}),
-        ):
-            times = []
-            for _ in range(n):
-                t = time.perf_counter()
-                await client.get(path, headers=headers)
-                times.append((time.perf_counter() - t) * 1000)
-            out[f"{name}_p50_ms"] = statistics.median(times)
-    out["gate_cost_p50_ms"] = out["models_gated_p50_ms"] - out["health_no_gate_p50_ms"]
-    return out
 
 
 def _markdown(res: dict[str, Any]) -> str:
@@ -269,6 +240,7 @@ def _markdown(res: dict[str, Any]) -> str:
             f"(/v1/models {ov['models_gated_p50_ms']:.2f} ms vs /health "
             f"{ov['health_no_gate_p50_ms']:.2f} ms)",
             "",
+            *span_breakdown.section(res.get("breakdown")),
         ]
     )
 
@@ -303,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="config override, e.g. models.generator.threads=1 (repeatable)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="trace every request to a local OTLP sink and report where B's "
+        "time to first token goes, alone and next to A",
+    )
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
     return parser
 
@@ -314,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--length-jitter must be in [0, 1), got {ns.length_jitter}")
     tmp = Path(tempfile.mkdtemp(prefix="ragserve-tenants-bench-"))
     cfg = tmp / "config.yaml"
-    cfg.write_text(yaml.safe_dump(_config(ns, tmp, ns.port)))
+    sink = OTLPSink(keep=True).start() if ns.trace else None
+    endpoint = sink.endpoint if sink else None
+    cfg.write_text(yaml.safe_dump(_config(ns, tmp, ns.port, endpoint)))
     keys = {n: _add_tenant(cfg, n) for n in ("A", "B")}
     keys["C"] = _add_tenant(cfg, "C", "--rpm", "60")
     ready = tmp / "ready"
@@ -337,12 +317,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if time.time() > deadline or server.poll() is not None:
                 raise SystemExit("graph did not become ready")
             time.sleep(2)
-        results = {
-            "overhead": asyncio.run(_overhead(url, keys["A"])),
-            "rpm": asyncio.run(_rpm_minute(url, keys["C"], ns.rpm_s, 5.0))
+        results: dict[str, Any] = {
+            "overhead": asyncio.run(overhead(url, keys["A"])),
+            "rpm": asyncio.run(rpm_minute(url, keys["C"], ns.rpm_s, 5.0))
             if ns.rpm_s > 0
             else None,
-            "fair_share": asyncio.run(_fair_share(url, keys, ns)),
+        }
+        fair_share = asyncio.run(_fair_share(url, keys, ns))
+        results |= {
+            "fair_share": fair_share,
             "config": {
                 "phase_s": ns.phase_s,
                 "slots": ns.slots,
@@ -352,11 +335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "set": ns.set,
                 "max_tokens": ns.max_tokens,
                 "length_jitter": ns.length_jitter,
+                "trace": ns.trace,
             },
         }
+        if sink:
+            time.sleep(10)  # the replicas' span exporters send every 5 s
+            results["breakdown"] = span_breakdown.by_phase(
+                sink.kept, fair_share["phases_ns"]
+            )
     finally:
         server.terminate()
         server.wait(120)
+        if sink:
+            sink.stop()
     out = ns.out / time.strftime("tenants-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
