@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from graph.release_router import RELEASE_HEADER, LiveRelease, ReleaseRouter
+from graph.tenancy import OPERATORS, current_admission
 from telemetry.tracing import CURRENT_RELEASE
 
 if TYPE_CHECKING:
@@ -26,7 +27,11 @@ def select(ctx: ServingContext, request: Request, user: str | None = None) -> An
     when it routes no releases); the choice is kept on `request.state`."""
     if ctx.router is None:
         return ctx
-    choice = ctx.router.choose(request, user)
+    adm = current_admission()
+    tenant = allowed = None
+    if adm is not None and adm.principal.name not in OPERATORS:
+        tenant, allowed = adm.principal.name, adm.principal.releases
+    choice = ctx.router.choose(request, user, tenant, allowed)
     request.state.release = choice.release
     request.state.shadow = choice.shadow
     CURRENT_RELEASE.set(choice.release.name)  # carried to the step deployments

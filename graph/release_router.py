@@ -87,26 +87,56 @@ class ReleaseRouter:
         for r in releases:
             r.window = OutcomeWindow(canary.window_s)
 
-    def choose(self, request: Request, user: str | None = None) -> Choice:
+    def choose(
+        self,
+        request: Request,
+        user: str | None = None,
+        tenant: str | None = None,
+        allowed: tuple[str, ...] | None = None,
+    ) -> Choice:
         """The release that answers `request`, top-down:
 
-        1. a pin header (`x-ragserve-release`) names a live release: that one;
+        1. a pin header (`x-ragserve-release`) names a live release: that one
+           (the tenant gate has refused a pin outside `allowed`);
         2. else a sticky key (`x-session-id`, else the body's `user`, else
-           the tenant) hashes into the live weights; no key: a random bucket;
-        3. a shadow release takes its share of the requests as a mirror.
+           the tenant) hashes into the live weights, of the `allowed`
+           releases only when the tenant is held to some; no key: a random
+           bucket;
+        3. a shadow release (one the tenant may use) takes its share of the
+           requests as a mirror.
         """
         pin = request.headers.get(RELEASE_HEADER)
         if pin:
             return Choice(self._pinned(pin), None, "pin")
-        key = (
-            request.headers.get(SESSION_HEADER)
-            or user
-            or getattr(request.state, "tenant_id", None)
-        )
+        key = request.headers.get(SESSION_HEADER) or user or tenant
         bucket = policy.sticky_bucket(key) if key else random.randrange(policy.BUCKETS)
         weights = policy.effective_weights(self.state.weights, self.warm_states())
+        if allowed is not None:
+            weights = self._allowed(weights, allowed)
         chosen = self.releases[policy.choose(weights, bucket)]
-        return Choice(chosen, self._shadow(chosen.name), "sticky" if key else "random")
+        shadow = self._shadow(chosen.name)
+        if shadow is not None and allowed is not None and shadow.name not in allowed:
+            shadow = None
+        return Choice(chosen, shadow, "sticky" if key else "random")
+
+    def _allowed(
+        self, weights: dict[str, int], allowed: tuple[str, ...]
+    ) -> dict[str, int]:
+        live = [
+            n
+            for n in sorted(allowed)
+            if n in self.releases and self.releases[n].state != "retired"
+        ]
+        usable = [n for n in live if self.releases[n].state == "warm"] or live
+        mine = policy.within(weights, allowed, usable)
+        if not mine:
+            raise APIError(
+                404,
+                f"none of the releases this key may use ({', '.join(allowed)}) "
+                "is live here; see GET /v1/models",
+                code="release_not_found",
+            )
+        return mine
 
     def _pinned(self, name: str) -> LiveRelease:
         if name not in self.releases:

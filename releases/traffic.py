@@ -11,7 +11,7 @@ knows nothing of HTTP or Ray: every change returns a new state or raises
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -330,6 +330,27 @@ def choose(weights: Mapping[str, int], bucket: int) -> str:
     if last is None:
         raise TrafficError("no release takes traffic")
     return last
+
+
+def within(
+    weights: Mapping[str, int], allowed: Collection[str], usable: Sequence[str]
+) -> dict[str, int]:
+    """`weights` over the `allowed` releases only, scaled to sum to 100, so a
+    tenant held to some releases splits between them as the weights say; when
+    none of them has weight, the `usable` ones equally (a tenant held to a
+    release that takes no general traffic still reaches it). Empty when
+    neither leaves a release."""
+    mine = {n: w for n, w in weights.items() if n in allowed and w > 0}
+    if not mine:
+        mine = {n: 1 for n in usable}
+    if not mine:
+        return {}
+    total = sum(mine.values())
+    scaled = {n: w * 100 // total for n, w in mine.items()}
+    left = 100 - sum(scaled.values())  # to the largest remainders
+    for n in sorted(mine, key=lambda n: (-(mine[n] * 100 % total), n))[:left]:
+        scaled[n] += 1
+    return scaled
 
 
 def effective_weights(
