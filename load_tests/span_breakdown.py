@@ -16,6 +16,8 @@ from typing import Any
 #: Milestones of a request, in the order it passes them: ms after its
 #: `rag.request` started.
 MILESTONES = (
+    "at_embedder",  # the embedder replica picked the call up
+    "embed_batch",  # the batch holding it started to run
     "embedded",  # rag.embed ended
     "retrieved",  # rag.retrieve ended
     "reranked",  # rag.rerank ended
@@ -52,9 +54,23 @@ def request_milestones(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
             mark = _ENDS.get(span["name"])
             if mark:
                 row[mark] = (span["end_ns"] - t0) / 1e6
+        row.update(_embed_marks(trace, t0))
         row.update(_generation_marks(trace, t0))
         rows.append(row)
     return sorted(rows, key=lambda r: r["start_ns"])
+
+
+def _embed_marks(trace: list[dict[str, Any]], t0: int) -> dict[str, float]:
+    embed = [s for s in trace if s["name"] == "rag.embed"]
+    if len(embed) != 1:
+        return {}
+    inner = {s["name"]: s for s in trace if s["parent_id"] == embed[0]["span_id"]}
+    marks = {}
+    if "queue.handle" in inner:
+        marks["at_embedder"] = (inner["queue.handle"]["end_ns"] - t0) / 1e6
+    if "embedder.run" in inner:
+        marks["embed_batch"] = (inner["embedder.run"]["start_ns"] - t0) / 1e6
+    return marks
 
 
 def _generation_marks(trace: list[dict[str, Any]], t0: int) -> dict[str, float]:

@@ -23,8 +23,13 @@ def _request(tracer: trace.Tracer, tenant: str, t0: int, slot_ms: int) -> None:
     root = tracer.start_span("rag.request", start_time=t0)
     root.set_attribute("tenant", tenant)
     ctx = trace.set_span_in_context(root)
+    embed = tracer.start_span("rag.embed", ctx, start_time=t0)
+    inner = trace.set_span_in_context(embed)
+    tracer.start_span("queue.handle", inner, start_time=t0).end(t0 + 2 * MS)
+    tracer.start_span("queue.batch", inner, start_time=t0 + 2 * MS).end(t0 + 4 * MS)
+    tracer.start_span("embedder.run", inner, start_time=t0 + 4 * MS).end(t0 + 10 * MS)
+    embed.end(t0 + 10 * MS)
     for name, start, end in (
-        ("rag.embed", 0, 10),
         ("rag.retrieve", 10, 15),
         ("rag.rerank", 15, 40),
         ("queue.fair_share", 40, 40 + slot_ms),
@@ -63,6 +68,7 @@ def test_milestones_from_spans_sent_over_otlp(sink: OTLPSink) -> None:
     rows = span_breakdown.request_milestones(sink.kept)
     assert [r["tenant"] for r in rows] == ["B", "B", "B", "A"]
     first = rows[0]
+    assert first["at_embedder"] == 2 and first["embed_batch"] == 4
     assert first["embedded"] == 10 and first["reranked"] == 40
     assert first["slot"] == 40 and first["at_generator"] == 45
     assert first["scheduled"] == 75 and first["first_token"] == 145
