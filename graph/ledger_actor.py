@@ -30,6 +30,12 @@ LEDGER_VERSION = 2
 NAMESPACE = f"ragserve-ledger-v{LEDGER_VERSION}"
 #: a lease its replica has not renewed for this many periods is freed
 RENEWALS_MISSED = 10
+#: a restarted ledger admits nobody under a concurrency limit for this many
+#: renewal periods: one for a replica's call in flight to the dead ledger to
+#: give up, one for its retry to land, one for a busy machine
+HOLD_BACK_RENEWALS = 3
+#: seconds before a renewal that failed is tried again
+RETRY_S = 0.2
 
 
 def ledger_options(args: RagServingArgs) -> dict[str, Any]:
@@ -120,7 +126,7 @@ class ActorLedger:
                 max_concurrency=10_000,
             )
             .remote(
-                hold_back_s=2 * self._renew_s,
+                hold_back_s=HOLD_BACK_RENEWALS * self._renew_s,
                 **ledger_options(args),
                 usage_scope=actor_name(app),
             )
@@ -169,19 +175,28 @@ class ActorLedger:
 
     async def _renew(self) -> None:
         """Tell the ledger what this replica holds, while it holds anything
-        (and once more after, so a lost `finish` is caught)."""
+        (and once more after, so a lost `finish` is caught).
+
+        A renewal answers in milliseconds; one that has not answered within a
+        period was likely sent to a ledger that died, and Ray fails it only
+        once it notices. So it is given up then and sent again soon: a call
+        made while the ledger restarts waits for the new one and reaches it
+        as soon as it is up, within its hold-back."""
         told_empty = True
+        delay = self._renew_s
         while True:
-            await asyncio.sleep(self._renew_s)
+            await asyncio.sleep(delay)
+            delay = self._renew_s
             if told_empty and not self.leases:
                 continue
             held, pending = self.leases.snapshot()
             try:
                 call = self._actor.renew.remote(self.leases.holder, held, pending)
-                await asyncio.wait_for(call, RENEWALS_MISSED * self._renew_s)
+                await asyncio.wait_for(call, self._renew_s)
                 told_empty = not held and not pending
-            except Exception as err:  # the ledger restarting: the next one tells it
+            except Exception as err:  # the ledger restarting: tell the next soon
                 logger.info("could not renew %d tenant leases: %s", len(held), err)
+                delay = min(RETRY_S, self._renew_s)
 
 
 class LocalLedger:
