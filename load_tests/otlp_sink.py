@@ -68,8 +68,9 @@ class OTLPSink:
         self._server.server_close()
 
     def _record(self, body: bytes) -> None:
-        spans = _spans(body)
-        kept = _span_dicts(body) if self.keep and spans is not None else []
+        request = _parse(body)
+        spans = _spans(request) if request is not None else None
+        kept = _span_dicts(request) if self.keep and request is not None else []
         with self._lock:
             self.kept.extend(kept)
             self.requests += 1
@@ -105,12 +106,9 @@ def _parse(body: bytes) -> Any:
     return request
 
 
-def _span_dicts(body: bytes) -> list[dict[str, Any]]:
+def _span_dicts(request: Any) -> list[dict[str, Any]]:
     """Every span in an export as `{trace_id, span_id, parent_id, name,
     start_ns, end_ns, attributes}` (ids in hex, attribute values plain)."""
-    request = _parse(body)
-    if request is None:
-        return []
     return [
         {
             "trace_id": s.trace_id.hex(),
@@ -134,10 +132,7 @@ def _plain(value: Any) -> Any:
     )
 
 
-def _spans(body: bytes) -> list[tuple[str, str]] | None:
-    request = _parse(body)
-    if request is None:
-        return None
+def _spans(request: Any) -> list[tuple[str, str]]:
     out = []
     for resource in request.resource_spans:
         service = next(

@@ -14,13 +14,14 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models.embedder import Embedder
 from retrieval.chunking import TextChunk, chunk_document
 from retrieval.config import IndexBuildConfig
-from retrieval.documents import load_documents
+from retrieval.documents import Document, load_documents
 from retrieval.errors import RetrievalError
 from retrieval.faiss_index import build_faiss, gpu_wanted, import_faiss, write_faiss
 from retrieval.manifest import (
@@ -104,13 +105,7 @@ def build_index(
             hnsw_m=config.hnsw_m if index_type == "hnsw" else None,
             chunk_size=config.chunk_size,
             chunk_overlap=config.chunk_overlap,
-            document_count=len(documents),
-            chunk_count=len(chunks),
-            documents=[
-                ManifestDocument(doc_id=d.doc_id, sha256=d.sha256, chunks=len(c))
-                for d, c in zip(documents, per_doc, strict=True)
-            ],
-            files={name: sha256_file(tmp / name) for name in (INDEX_FILE, CHUNKS_FILE)},
+            **_contents(documents, per_doc, tmp),
         )
         write_synced(
             tmp / MANIFEST_FILE, (manifest.model_dump_json(indent=2) + "\n").encode()
@@ -128,6 +123,24 @@ def build_index(
         len(documents),
     )
     return manifest
+
+
+def _contents(
+    documents: list[Document], per_doc: list[list[TextChunk]], folder: Path
+) -> dict[str, Any]:
+    """The manifest's record of what went in: counts, each document's hash
+    and chunk count, and the checksums of the files written in `folder`."""
+    return {
+        "document_count": len(documents),
+        "chunk_count": sum(len(c) for c in per_doc),
+        "documents": [
+            ManifestDocument(doc_id=d.doc_id, sha256=d.sha256, chunks=len(c))
+            for d, c in zip(documents, per_doc, strict=True)
+        ],
+        "files": {
+            name: sha256_file(folder / name) for name in (INDEX_FILE, CHUNKS_FILE)
+        },
+    }
 
 
 def _embedding_text(chunk: TextChunk) -> str:
