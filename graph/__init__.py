@@ -1,4 +1,5 @@
-"""The Ray Serve application: deployments, the OpenAI ingress, the pipeline, the CLI.
+"""The RAG serving graph: core modules (config, pipeline, errors) and the
+packages `gate`, `routing`, `api`, `serve` and `cli`, floors in that order.
 
 Composes every lower package; none of them imports this one.
 """

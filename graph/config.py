@@ -2,7 +2,7 @@
 
 Every section forbids unknown keys, so a typo in YAML is an error, not a
 silently ignored default. KubeRay's `serveConfigV2` passes the same schema as
-`args:` to `graph.builder:build_app`.
+`args:` to `graph.serve.builder:build_app`.
 """
 
 from __future__ import annotations

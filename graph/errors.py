@@ -10,12 +10,8 @@ import json
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from graph.counts import LIMIT_EXCEEDED
 from models.errors import (
     EngineDeadError,
     InvalidRequestError,
@@ -25,6 +21,9 @@ from models.errors import (
 )
 
 logger = logging.getLogger("ragserve.api")
+
+#: The code of a refusal past one of the `limits` bounds (400, before any work).
+LIMIT_EXCEEDED = "limit_exceeded"
 
 _TYPES = {
     400: "invalid_request_error",
@@ -150,7 +149,7 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
         return APIError(400, str(cause))
     if is_overload(cause):
         return overloaded(cause)
-    if _replica_lost(exc):
+    if replica_lost(exc):
         logger.warning("request %s: a replica was lost: %s", request_id, exc)
         return APIError(
             503,
@@ -173,125 +172,25 @@ def to_api_error(exc: BaseException, request_id: str | None = None) -> APIError:
     )
 
 
-def _replica_lost(exc: BaseException) -> bool:
-    from graph.resilience import replica_lost
-
-    return replica_lost(exc)
-
-
-def _is_union_tag(part: Any) -> bool:
-    """Pydantic names the union member that failed (`str`, `list[TextPart]`,
-    `function-after[...]`, `RerankDocument`); field names are lowercase."""
-    return isinstance(part, str) and (
-        "[" in part or part in ("str", "int", "float", "bool") or part[:1].isupper()
+def replica_lost(exc: BaseException) -> bool:
+    """Ray says the replica (or its worker, or its node) went away: the call
+    may not have run, and an idempotent one can be sent again."""
+    from ray.exceptions import (
+        LocalRayletDiedError,
+        NodeDiedError,
+        RayActorError,
+        WorkerCrashedError,
     )
+    from ray.serve.exceptions import ReplicaUnavailableError
 
-
-_TYPE_MISMATCH = frozenset(
-    {"string_type", "list_type", "model_type", "dict_type", "int_type", "float_type"}
-)
-
-
-def _union_branch(err: Any) -> tuple[Any, ...] | None:
-    loc = tuple(err.get("loc", ()))
-    for i, part in enumerate(loc):
-        if _is_union_tag(part):
-            return loc[:i]
-    return None
-
-
-def _relevant(errors: list[Any]) -> list[Any]:
-    """Of a union field's failed members, drop "wrong type" errors when another
-    member matched the input's type and failed on its value."""
-    informative = {
-        _union_branch(e)
-        for e in errors
-        if _union_branch(e) is not None and e.get("type") not in _TYPE_MISMATCH
-    }
-    return [
-        e
-        for e in errors
-        if not (e.get("type") in _TYPE_MISMATCH and _union_branch(e) in informative)
-    ]
-
-
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body" and not _is_union_tag(p)]
-    return ".".join(parts) or None
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through the envelope."""
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc, getattr(request.state, "request_id", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(
-        request: Request, exc: RequestValidationError
-    ) -> JSONResponse:
-        errors = _relevant(list(exc.errors()))
-        first = errors[0] if errors else {}
-        if first.get("type") == "json_invalid":
-            return error_response(
-                APIError(400, "Request body is not valid JSON.", code="invalid_json"),
-                getattr(request.state, "request_id", None),
-            )
-        if first.get("type") == LIMIT_EXCEEDED:  # a count, before its items
-            where = _param_from_loc(tuple(first.get("loc", ())))
-            return error_response(
-                APIError(400, first["msg"], param=where, code=LIMIT_EXCEEDED),
-                getattr(request.state, "request_id", None),
-            )
-        messages = []
-        seen: set[str | None] = set()
-        for err in errors:
-            where = _param_from_loc(tuple(err.get("loc", ())))
-            if where in seen:  # another member of the same union: say it once
-                continue
-            seen.add(where)
-            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown or unsupported field"
-            if err.get("type") == "missing" and where is None:
-                msg = "request body is required"
-            messages.append(f"{where}: {msg}" if where else msg)
-        param = _param_from_loc(tuple(first.get("loc", ()))) if first else None
-        return error_response(
-            APIError(400, "; ".join(messages), param=param, code="invalid_value"),
-            getattr(request.state, "request_id", None),
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        status = exc.status_code
-        message = str(exc.detail) if exc.detail else "error"
-        if status == 404:
-            message = f"No route {request.method} {request.url.path}."
-        elif status == 405:
-            message = f"Method {request.method} not allowed on {request.url.path}."
-        response = error_response(
-            APIError(status, message), getattr(request.state, "request_id", None)
-        )
-        for name, value in (exc.headers or {}).items():  # Allow, on a 405
-            response.headers[name] = value
-        return response
-
-    async def _mapped(request: Request, exc: Exception) -> JSONResponse:
-        rid = getattr(request.state, "request_id", None)
-        return error_response(to_api_error(exc, rid), rid)
-
-    # Errors from our models and from Ray's handles are answered here, where
-    # Starlette does not re-raise them (it re-raises from the catch-all below,
-    # and Ray Serve would then swap in its own plain-text 503 for overload).
-    from ray.exceptions import RayActorError, RayTaskError
-    from ray.serve.exceptions import RayServeException
-
-    for cls in (ModelError, RayTaskError, RayActorError, RayServeException):
-        app.add_exception_handler(cls, _mapped)
-
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        rid = getattr(request.state, "request_id", None)
-        return error_response(to_api_error(exc, rid), rid)
+    lost = (
+        RayActorError,  # ActorDiedError, ActorUnavailableError
+        WorkerCrashedError,
+        NodeDiedError,
+        LocalRayletDiedError,
+        ReplicaUnavailableError,
+    )
+    if isinstance(exc, lost):
+        return True
+    # A replica that called another one gets the other's death wrapped.
+    return isinstance(getattr(exc, "cause", None), lost)

@@ -1,7 +1,7 @@
 """The `limits` config section: how much one request may hold.
 
 Knows the limits and their defaults; the checks against a parsed request live
-in `graph.limits`, the body-size one in `graph.body_limit`.
+in `graph.api.limits`, the body-size one in `graph.api.body_limit`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from graph.errors import APIError, error_response, is_overload, overloaded
+from graph.errors import (
+    APIError,
+    error_response,
+    is_overload,
+    overloaded,
+    replica_lost,
+)
 from graph.resilience_config import ResilienceConfig
 
 logger = logging.getLogger("ragserve.resilience")
@@ -109,30 +115,6 @@ class DeadlineMiddleware:
             await self.app(scope, receive, send)
         finally:
             _deadline.reset(token)
-
-
-def replica_lost(exc: BaseException) -> bool:
-    """Ray says the replica (or its worker, or its node) went away: the call
-    may not have run, and an idempotent one can be sent again."""
-    from ray.exceptions import (
-        LocalRayletDiedError,
-        NodeDiedError,
-        RayActorError,
-        WorkerCrashedError,
-    )
-    from ray.serve.exceptions import ReplicaUnavailableError
-
-    lost = (
-        RayActorError,  # ActorDiedError, ActorUnavailableError
-        WorkerCrashedError,
-        NodeDiedError,
-        LocalRayletDiedError,
-        ReplicaUnavailableError,
-    )
-    if isinstance(exc, lost):
-        return True
-    # A replica that called another one gets the other's death wrapped.
-    return isinstance(getattr(exc, "cause", None), lost)
 
 
 class _Expired(Exception):

@@ -2,6 +2,7 @@
 
 The generator (`runner`, `scenarios`, `sse`, `stats`, `report`, `plot`, `cli`)
 speaks only the OpenAI wire protocol and imports nothing else of ours, so it
-measures any OpenAI-style server. The bench drivers (`bench`, `graph_server`,
-`local_server`) start the servers it measures and therefore import the graph.
+measures any OpenAI-style server. The servers the benchmarks measure live in
+`load_tests.servers`, the only part that imports the graph; a few probes of
+lower floors (`engine_memory`, `ledger_flush`, `lease_renewal`) import those.
 """

@@ -44,7 +44,7 @@ B_DOCS = {
 
 def _cli(env: dict[str, str], *argv: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "graph.cli", *argv],
+        [sys.executable, "-m", "graph.cli.main", *argv],
         env=env,
         capture_output=True,
         text=True,
@@ -112,7 +112,7 @@ def _run(
     argv = [a for r in releases for a in ("--release", r)]
     log = (ns.tmp / f"serve-{'-'.join(releases)}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "graph.cli", "serve", *argv, "--config", str(cfg)],
+        [sys.executable, "-m", "graph.cli.main", "serve", *argv, "--config", str(cfg)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """`python -m load_tests.tenants_bench`: tenants on a real graph, over HTTP only.
 
-Starts the graph (`graph.bench_servers.graph_server`, two ingress replicas) with a
+Starts the graph (`load_tests.servers.graph_server`, two ingress replicas) with a
 private tenant store, adds tenants with the `ragserve tenant` CLI, and
 measures:
 
@@ -92,7 +92,7 @@ def _add_tenant(cfg: Path, name: str, *flags: str) -> str:
         [
             sys.executable,
             "-m",
-            "graph.cli",
+            "graph.cli.main",
             "tenant",
             "add",
             name,
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "graph.bench_servers.graph_server",
+            "load_tests.servers.graph_server",
             "--app",
             f"main={cfg}",
             "--ready-file",

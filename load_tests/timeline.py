@@ -10,7 +10,7 @@ and each autoscaling decision read from the Serve controller's log:
     {"t": ..., "event": "scale", "app": "autoscale", "deployment": "embedder",
      "from": 1, "to": 2, "ongoing_requests": 4.0, "running": 1}
 
-Knows the file format only; the poller lives in `graph.bench_servers.replicas`.
+Knows the file format only; the poller lives in `load_tests.servers.replicas`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What one ingress replica holds of the ledger: the leases it asked for and
 was given, and where each one's generation slot stands, in the form the
-ledger's `renew` takes. Plain bookkeeping, no Ray; `graph/ledger_actor.py`
+ledger's `renew` takes. Plain bookkeeping, no Ray; `graph/gate/ledger_actor.py`
 keeps one per replica and sends its `snapshot` every `tenants.lease_renew_s`.
 """
 

@@ -1,6 +1,6 @@
 """The ledger every ingress replica shares: limits (`RateLimiter`) and fair
 share (`FairShare`) behind async methods. Plain asyncio, no Ray: the graph
-hosts one instance in a named Ray actor (`graph/ledger_actor.py`); unit tests
+hosts one instance in a named Ray actor (`graph/gate/ledger_actor.py`); unit tests
 and single-process servers use it directly.
 
 A request's life: `admit` (a lease or a refusal) -> `acquire` (waits for a

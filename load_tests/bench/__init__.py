@@ -2,7 +2,7 @@
 
 Starts every server it measures as a subprocess it owns (the graph on a private
 Ray with four variants side by side, the same pipeline in one process, vLLM's
-own OpenAI server; all from `graph.bench_servers` or vLLM), waits for them,
+own OpenAI server; all from `load_tests.servers` or vLLM), waits for them,
 drives each comparison as interleaved short runs (A, B, A, B, ...) of the load
 generator in its own process, reads every server's CPU-seconds from /proc
 around each run, and writes `load_tests/results/<timestamp>/` with

@@ -120,7 +120,7 @@ def start_servers(
     base = f"http://127.0.0.1:{ports['graph']}"
     lifetime = f"{ns.budget_s + 300:g}"
     graph_cmd = [
-        *(sys.executable, "-m", "graph.bench_servers.graph_server"),
+        *(sys.executable, "-m", "load_tests.servers.graph_server"),
         *("--num-cpus", "2", "--max-lifetime-s", lifetime),
         *("--timeline", str(bench.out / "timeline.jsonl")),
     ]
@@ -134,7 +134,7 @@ def start_servers(
     local_url = f"http://127.0.0.1:{ports['local']}"
     if {"overhead", "throughput"} & set(ns.sections):
         local_cmd = [
-            *(sys.executable, "-m", "graph.bench_servers.local_server"),
+            *(sys.executable, "-m", "load_tests.servers.local_server"),
             *("--config", str(apps["main"]), "--port", str(ports["local"])),
             *("--max-lifetime-s", lifetime),
         ]
@@ -173,7 +173,7 @@ def start_servers(
 
 
 def _serve_app(name: str) -> str:
-    # The first app is `graph.server.start`'s own (named "ragserve").
+    # The first app is `graph.cli.server.start`'s own (named "ragserve").
     return "ragserve" if name == "main" else name
 
 
@@ -191,7 +191,7 @@ def measure_model_limit(bench: Bench, config: Path) -> None:
     """P2's reference: the embedder and reranker alone at batch 32, one
     process, the node's threads (before any server runs)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "graph.bench_servers.model_limit", str(config)],
+        [sys.executable, "-m", "load_tests.servers.model_limit", str(config)],
         cwd=REPO,
         env={**os.environ, **OFFLINE_ENV},
         capture_output=True,

@@ -105,7 +105,7 @@ def prepare_generator(ns: argparse.Namespace) -> Generator:
         )
     if ns.generator == "smollm2":
         proc = subprocess.run(
-            [sys.executable, "-m", "graph.cli", "models", "prepare", "-q"],
+            [sys.executable, "-m", "graph.cli.main", "models", "prepare", "-q"],
             cwd=REPO,
             env={**os.environ, **OFFLINE_ENV},
             capture_output=True,
@@ -130,7 +130,7 @@ def prepare_index(ns: argparse.Namespace, out: Path) -> str:
         [
             sys.executable,
             "-m",
-            "graph.cli",
+            "graph.cli.main",
             "index",
             "build",
             "--docs",

@@ -93,7 +93,12 @@ def vllm_client_section(
 ) -> None:
     """One run each, one server after the other (as the issue's figures)."""
     graph_target = Target(
-        graph.key, graph.label, graph.url, vllm.model, graph.server, graph.other_apps
+        graph.key,
+        graph.label,
+        graph.url,
+        vllm.model,
+        graph.server,
+        graph.other_apps,
     )
     results = {
         "vllm": run_client(bench, vllm, tokenizer, graph=False),

@@ -99,7 +99,7 @@ def serve_graph(
     docs_index: Path, tiny_llama: Path, otlp_receiver: OTLPReceiver
 ) -> Iterator[dict[str, Any]]:
     """Deploy the graph once, tracing on; yield its base URL and args."""
-    from graph import server
+    from graph.cli import server
     from graph.config import RagServingArgs
 
     port = free_port()

@@ -40,7 +40,7 @@ B_DOCS = {
 
 def cli(*argv: str, env: dict[str, str], timeout: float = 300) -> tuple[int, str, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "graph.cli", *argv],
+        [sys.executable, "-m", "graph.cli.main", *argv],
         env=env,
         capture_output=True,
         text=True,
@@ -85,7 +85,7 @@ def serve_config(base: Path, tmp: Path) -> Path:
 def start_graph(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "graph.cli", "serve", *argv],
+            [sys.executable, "-m", "graph.cli.main", "serve", *argv],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

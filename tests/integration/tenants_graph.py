@@ -32,11 +32,11 @@ def deploy(
     session fixture `tgraph` (conftest) yields what this yields."""
     from ray import serve
 
-    from graph.builder import _plain
+    from graph.cli.server import APP_NAME
     from graph.config import RagServingArgs
-    from graph.ingress import IngressDeployment
-    from graph.served import load_served
-    from graph.server import APP_NAME
+    from graph.routing.served import load_served
+    from graph.serve.builder import _plain
+    from graph.serve.ingress import IngressDeployment
     from releases.traffic import TrafficState
 
     NODES = ("embedder", "retriever", "reranker", "generator")
@@ -109,6 +109,6 @@ def ledger_actor() -> Any:
     """The tenant app's ledger (a named, detached actor)."""
     import ray
 
-    from graph.ledger_actor import NAMESPACE, actor_name
+    from graph.gate.ledger_actor import NAMESPACE, actor_name
 
     return ray.get_actor(actor_name(APP), namespace=NAMESPACE)

@@ -42,7 +42,7 @@ def chat(c: httpx.Client, i: int) -> Outcome:
 
 
 def test_replicas_run_in_serves_throughput_mode(serve_graph: dict[str, Any]) -> None:
-    # graph.server starts the session's Ray as `ragserve serve` does: every
+    # graph.cli.server starts the session's Ray as `ragserve serve` does: every
     # replica in Serve's throughput-optimized mode, direct ingress off.
     for deployment in ("ingress", "embedder", "generator"):
         (replica,) = replicas(deployment)

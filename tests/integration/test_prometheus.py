@@ -36,8 +36,8 @@ def untraced(
     """The same graph as a second Serve application, no OTLP endpoint at all."""
     from ray import serve
 
-    from graph.builder import build_app
     from graph.config import RagServingArgs
+    from graph.serve.builder import build_app
 
     port = serve_graph["args"].server.port
     args = RagServingArgs.load(graph_args(docs_index, tiny_llama, port, None))

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from graph.cli import main
+from graph.cli.main import main
 from tests.factories_retrieval import write_tree
 from tests.integration import releases_graph as rg
 from tests.integration.conftest import free_port

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from graph.cli import main
+from graph.cli.main import main
 from tenants.audit import query, verify
 from tests.integration.tenants_graph import APP, WINDOW_S, add_tenant, bearer
 

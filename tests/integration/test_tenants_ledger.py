@@ -144,7 +144,7 @@ def test_concurrency_survives_the_ledgers_death(tgraph: dict[str, Any]) -> None:
 
     import ray
 
-    from graph.ledger_actor import ActorLedger
+    from graph.gate.ledger_actor import ActorLedger
 
     key = add_tenant(tgraph, "ledger-conc-tenant", max_concurrency=1)
     models = tgraph["url"] + "/v1/models"
@@ -197,7 +197,7 @@ def test_a_ledger_an_older_ragserve_left_running_is_stopped(
     rather than called with arguments it does not take."""
     import ray
 
-    from graph.ledger_actor import ActorLedger, actor_name
+    from graph.gate.ledger_actor import ActorLedger, actor_name
 
     @ray.remote(num_cpus=0)
     class OlderLedger:

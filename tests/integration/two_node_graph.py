@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from graph.builder import build_app
     from graph.config import RagServingArgs
+    from graph.serve.builder import build_app
 
     args = RagServingArgs.load(graph_config(opts.index, opts.model, opts.port))
     cluster = Cluster(

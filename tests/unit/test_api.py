@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from graph.api import ModelNames, ServingContext, create_app
+from graph.api.app import ModelNames, ServingContext, create_app
 from graph.config import RagServingArgs
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template

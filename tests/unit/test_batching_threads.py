@@ -45,7 +45,12 @@ def test_no_batch_size_is_written_in_the_deployments() -> None:
     # One source of truth: the decorators name no size; config sets it.
     from pathlib import Path
 
-    source = Path(__file__).parents[2].joinpath("graph", "deployments.py").read_text()
+    source = (
+        Path(__file__)
+        .parents[2]
+        .joinpath("graph", "serve", "deployments.py")
+        .read_text()
+    )
     assert "@serve.batch(" not in source
     assert source.count("@serve.batch") == 3
 
@@ -120,7 +125,7 @@ def test_torch_nodes_wait_passively_and_get_their_count() -> None:
 
 
 def test_replicas_get_the_thread_env() -> None:
-    from graph.builder import build_app
+    from graph.serve.builder import build_app
 
     app = build_app(RagServingArgs.load({}, ["models.embedder.threads=2"]))
     # The ingress is bound to ({release: {node: deployment}}, cfg, releases).

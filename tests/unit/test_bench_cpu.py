@@ -38,7 +38,7 @@ def test_a_childs_cpu_counts_for_its_parent_tree() -> None:
 def test_replicas_of_other_apps_are_told_apart_by_title() -> None:
     assert replica_app("ray::ServeReplica:nobatch:embedder") == "nobatch"
     assert replica_app("ray::ServeReplica:ragserve:generator.stats") == "ragserve"
-    assert replica_app("/usr/bin/python -m graph.bench_servers.graph_server") is None
+    assert replica_app("/usr/bin/python -m load_tests.servers.graph_server") is None
     assert tree_cpu_s(-1) == 0.0  # no such process: nothing counted
 
 

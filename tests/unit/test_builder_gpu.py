@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graph.builder import RETRIEVER_GPU_FRACTION, build_app
+from graph.serve.builder import RETRIEVER_GPU_FRACTION, build_app
 from tests.unit.kuberay.manifests import bound_deployments
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.cli import main
+from graph.cli.main import main
 from tests.conftest import DOCS
 from tests.factories_retrieval import build_tiny_cross_encoder, write_tree
 
@@ -128,7 +128,7 @@ def _ask(index: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "graph.cli",
+            "graph.cli.main",
             "ask",
             "--index",
             str(index),
@@ -175,8 +175,8 @@ def test_ask_with_the_real_default_smollm2(docs_index: Path) -> None:
 
 
 def test_serve_starts_ray_in_serves_throughput_mode_unless_told(monkeypatch) -> None:
+    from graph.cli.server import THROUGHPUT_ENV, serve_env
     from graph.config import RagServingArgs
-    from graph.server import THROUGHPUT_ENV, serve_env
 
     for name in THROUGHPUT_ENV:
         monkeypatch.delenv(name, raising=False)

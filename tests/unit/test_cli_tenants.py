@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.cli import main
+from graph.cli.main import main
 from tenants.keys import key_matches
 from tenants.store import TenantStore
 from tests.unit.test_cli import assert_one_line_error
@@ -126,12 +126,13 @@ def test_audit_without_a_log(capsys, env) -> None:
 
 
 def test_serve_takes_the_store_flags() -> None:
-    from graph.cli import _load_args, build_parser
+    from graph.cli.args import load_args
+    from graph.cli.main import build_parser
 
     ns = build_parser().parse_args(
         ["serve", "--tenants-db", "sqlite:///x.db", "--audit-log", "/tmp/a.jsonl"]
     )
-    args = _load_args(ns)
+    args = load_args(ns)
     assert args.tenants.db == "sqlite:///x.db"
     assert args.tenants.audit_log == "/tmp/a.jsonl"
 

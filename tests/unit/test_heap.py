@@ -7,7 +7,7 @@ import ctypes
 
 import pytest
 
-from graph import heap
+from graph.serve import heap
 
 
 def test_interval_defaults_reads_and_refuses_junk(monkeypatch):

@@ -98,7 +98,7 @@ def test_openai_events_are_read_for_text_usage_errors_and_done() -> None:
 
 
 def test_serve_controller_scaling_lines_become_timeline_events() -> None:
-    from graph.bench_servers.replicas import parse_decision
+    from load_tests.servers.replicas import parse_decision
 
     line = (
         "INFO 2026-11-23 15:48:55,800 controller 13300 -- Upscaling "

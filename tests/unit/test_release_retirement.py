@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from graph.release_router import LiveRelease, ReleaseRouter
-from graph.serve_config import PARKED_SCALE, deployment_overrides, plan_update
+from graph.routing.router import LiveRelease, ReleaseRouter
+from graph.serve.serve_config import PARKED_SCALE, deployment_overrides, plan_update
 from releases import traffic as policy
 from releases.canary import CanaryPolicy
 from releases.errors import TrafficError
@@ -106,7 +106,7 @@ def test_overrides_park_exactly_the_named_deployments() -> None:
 def _app(deployments: list[dict]) -> dict:
     return {
         "name": "ragserve",
-        "import_path": "graph.builder:build_app",
+        "import_path": "graph.serve.builder:build_app",
         "args": {"releases": {"serve": ["A", "B"]}},
         "deployments": deployments,
     }

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from graph.api import ModelNames, ServingContext, create_app
-from graph.cli import main
+from graph.api.app import ModelNames, ServingContext, create_app
+from graph.cli.main import main
 from graph.config import RagServingArgs
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
-from graph.release_router import LiveRelease, ReleaseRouter
+from graph.routing.router import LiveRelease, ReleaseRouter
 from models.generation import Chunk, GenerationRequest
 from releases.canary import CanaryPolicy
 from releases.traffic import TrafficState

@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
+from graph.api.handlers import install_error_handlers
 from graph.config import ConfigError, RagServingArgs
-from graph.errors import APIError, install_error_handlers, to_api_error
+from graph.errors import APIError, to_api_error
 from graph.resilience import (
     Deadline,
     DeadlineMiddleware,

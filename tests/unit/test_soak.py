@@ -1,4 +1,4 @@
-"""The soak's arithmetic and probes (graph.bench_servers.soak), without a graph."""
+"""The soak's arithmetic and probes (load_tests.servers.soak), without a graph."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import os
 import threading
 from typing import Any
 
-from graph.bench_servers.soak import slope_mb_per_h, summarize_rss
 from load_tests import soak_inputs
 from load_tests.procs import (
     mapping_kind,
     private_by_kind_mib,
     tree_memory_mib,
 )
+from load_tests.servers.soak import slope_mb_per_h, summarize_rss
 from load_tests.soak_inputs import HOSTILE
 
 

@@ -1,4 +1,4 @@
-"""The bytes an SSE answer puts on the wire (graph.streaming over sse-starlette)."""
+"""The bytes an SSE answer puts on the wire (graph.api.streaming over sse-starlette)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from graph import streaming
+from graph.api import streaming
 
 
 def client(pause_s: float) -> TestClient:

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from graph.api import ModelNames, ServingContext, create_app
+from graph.api.app import ModelNames, ServingContext, create_app
 from graph.config import RagServingArgs
-from graph.ledger_actor import LocalLedger
+from graph.gate.ledger_actor import LocalLedger
+from graph.gate.tenancy import TenantGate
 from graph.pipeline import RagPipeline, Steps
 from graph.prompts import get_template
-from graph.tenancy import TenantGate
 from models.generation import Chunk, GenerationRequest
 from retrieval.types import Hit
 from tenants.audit import query, verify

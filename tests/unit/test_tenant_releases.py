@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from graph.api import ServingContext, create_app
+from graph.api.app import ServingContext, create_app
 from graph.config import RagServingArgs
-from graph.ledger_actor import LocalLedger
-from graph.release_router import LiveRelease, ReleaseRouter
-from graph.tenancy import TenantGate
+from graph.gate.ledger_actor import LocalLedger
+from graph.gate.tenancy import TenantGate
+from graph.routing.router import LiveRelease, ReleaseRouter
 from releases import traffic
 from releases.canary import CanaryPolicy
 from releases.traffic import TrafficState

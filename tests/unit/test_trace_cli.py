@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from graph.cli import main
+from graph.cli.main import main
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 

@@ -154,7 +154,7 @@ def create_image_releases(
     registry = tmp / "registry"
     env = {
         **os.environ,
-        "RAGSERVE": f"{sys.executable} -m graph.cli",
+        "RAGSERVE": f"{sys.executable} -m graph.cli.main",
         "RAGSERVE_REGISTRY": str(registry),
         "RAGSERVE_AUDIT_LOG": str(tmp / "audit.jsonl"),
         "INDEX": str(index),

@@ -140,7 +140,7 @@ def guide_commands() -> list[list[str]]:
 
 
 def test_every_command_in_the_deploy_guide_exists(rendered):
-    from graph.cli import build_parser
+    from graph.cli.main import build_parser
 
     rs = rayservice(rendered["kuberay/base"])
     namespace = rs["metadata"]["namespace"]

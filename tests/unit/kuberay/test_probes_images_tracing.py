@@ -41,7 +41,7 @@ def readiness_client():
     """The real HTTP app, with one step still warming until `state` says ready."""
     from fastapi.testclient import TestClient
 
-    from graph.api import ModelNames, ServingContext, create_app
+    from graph.api.app import ModelNames, ServingContext, create_app
 
     state = {"generator": "warming"}
 
@@ -62,7 +62,7 @@ def readiness_client():
 def test_worker_readiness_waits_until_every_step_has_warmed(
     directory, rendered, readiness_client
 ):
-    from graph.ingress import READINESS_TIMEOUT_S
+    from graph.serve.ingress import READINESS_TIMEOUT_S
 
     rs = rayservice(rendered[directory])
     serve_port = serve_config(rs)["http_options"]["port"]
@@ -110,7 +110,7 @@ def test_all_ray_pods_run_one_image_with_offline_artifacts(directory, rendered):
 
 
 def test_initcontainer_overlay_writes_the_artifacts_args_read(rendered):
-    from graph.cli import build_parser
+    from graph.cli.main import build_parser
 
     rs = rayservice(rendered["kuberay/overlays/prod-gpu-initcontainer"])
     args = RagServingArgs.load(the_app(rs)["args"])
@@ -139,7 +139,7 @@ def test_initcontainer_overlay_writes_the_artifacts_args_read(rendered):
 
 def ragserve_commands(script: str) -> list[list[str]]:
     """Arguments of each `ragserve ...` command in a shell snippet, parsed."""
-    from graph.cli import build_parser
+    from graph.cli.main import build_parser
 
     lexer = shlex.shlex(script.replace("\\\n", " "), posix=True, punctuation_chars=True)
     lexer.whitespace_split = True

@@ -34,8 +34,8 @@ def test_serve_config_args_load_and_build_the_whole_graph(directory, rendered, b
     app = the_app(rs)
 
     args = RagServingArgs.load(app["args"])
-    assert app["import_path"] == "graph.builder:build_app"
-    assert resolve_import_path(app["import_path"]).__module__ == "graph.builder"
+    assert app["import_path"] == "graph.serve.builder:build_app"
+    assert resolve_import_path(app["import_path"]).__module__ == "graph.serve.builder"
     assert (app["name"], app["route_prefix"]) == ("ragserve", "/")
     assert config["http_options"]["port"] == 8000
     for name, container in ray_containers(rs):
@@ -57,7 +57,7 @@ def test_an_unknown_arg_fails_as_the_cluster_would_fail_it(rendered):
     args["retrieval"]["top_kk"] = 5
 
     with pytest.raises(ConfigError, match=r"retrieval\.top_kk: unknown config key"):
-        resolve_import_path("graph.builder:build_app")(args)
+        resolve_import_path("graph.serve.builder:build_app")(args)
 
 
 # --- resources: the groups must hold the graph -----------------------------

@@ -1,0 +1,337 @@
+"""The `ragserve` command line.
+
+    ragserve models prepare             convert the default SmolLM2 once (cached)
+    ragserve index build --docs D --out O
+    ragserve ask "question" [--index O]
+    ragserve serve [--config FILE]
+    ragserve config show [--config FILE]
+
+Every failure a user can fix prints one line, `ragserve: error: ...`, and
+exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from graph.cli.args import load_args
+from graph.cli.releases import ReleaseCLIError, add_release_commands
+from graph.cli.tenants import register as register_tenants
+from graph.config import ConfigError, RagServingArgs
+
+
+class CLIError(Exception):
+    """A one-line message for the user."""
+
+
+def _offline_defaults() -> None:
+    # The defaults ship inside packages; never reach for a hub unless asked.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_models_prepare(ns: argparse.Namespace) -> int:
+    from models.smollm2 import ensure_smollm2
+
+    path = ensure_smollm2(progress=not ns.quiet)
+    print(path)
+    return 0
+
+
+def cmd_index_build(ns: argparse.Namespace) -> int:
+    from graph.engines import make_embedder
+    from retrieval.documents import load_documents
+    from retrieval.index import build_index
+
+    args = load_args(ns)
+    build = args.retrieval.build
+    updates = {
+        k: v
+        for k, v in {
+            "index_type": ns.index_type,
+            "chunk_size": ns.chunk_size,
+            "chunk_overlap": ns.chunk_overlap,
+        }.items()
+        if v is not None
+    }
+    if updates:
+        build = type(build).model_validate({**build.model_dump(), **updates})
+    docs = Path(ns.docs)
+    if not docs.is_dir():
+        raise CLIError(
+            f"docs folder {docs} does not exist; pass --docs DIR with .md or .txt files"
+        )
+    started = time.perf_counter()
+    load_documents(docs)  # bad documents fail before the model loads
+    embedder = make_embedder(args.models.embedder)
+    manifest = build_index(docs, Path(ns.out), embedder, build, progress=not ns.quiet)
+    print(
+        f"index: {manifest.chunk_count} chunks from {manifest.document_count} "
+        f"documents ({manifest.index_type}, {manifest.embedder_model_id}, "
+        f"{manifest.dimension}-d) "
+        f"-> {ns.out} in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def cmd_ask(ns: argparse.Namespace) -> int:
+    # The answer is the output here; engine start-up chatter is not.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    question = ns.question.strip()
+    if not question:
+        raise CLIError('the question is empty; pass it in quotes: ragserve ask "..."')
+    args = load_args(ns)
+    return asyncio.run(_ask(args, question, ns))
+
+
+async def _ask(args: RagServingArgs, question: str, ns: argparse.Namespace) -> int:
+    from graph.local import LocalGraph
+    from graph.pipeline import RetrievalOptions
+    from models.generation import SamplingOptions
+
+    t0 = time.perf_counter()
+    graph = LocalGraph(args)
+    try:
+        await graph.start()
+        ready_s = time.perf_counter() - t0
+        cfg = args.retrieval
+        options = RetrievalOptions(
+            enabled=not ns.no_retrieval,
+            top_k=ns.top_k or cfg.top_k,
+            top_n=ns.top_n or cfg.top_n,
+            rerank=cfg.rerank and not ns.no_rerank,
+        )
+        sampling = SamplingOptions(
+            max_tokens=ns.max_tokens or args.models.generator.default_max_tokens,
+            temperature=(
+                args.models.generator.temperature
+                if ns.temperature is None
+                else ns.temperature
+            ),
+            seed=ns.seed,
+            repetition_penalty=args.models.generator.repetition_penalty,
+        )
+        t1 = time.perf_counter()
+        answer = await graph.pipeline.answer(
+            [{"role": "user", "content": question}],
+            sampling,
+            f"ask-{uuid.uuid4().hex}",
+            options,
+        )
+        first_token_s: float | None = None
+        tokens = 0
+        async for chunk in answer.stream:
+            if first_token_s is None and chunk.text:
+                first_token_s = time.perf_counter() - t1
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            tokens = chunk.completion_tokens or tokens
+        total_s = time.perf_counter() - t1
+        print()
+        if answer.citations:
+            print("\nSources:")
+            for i, hit in enumerate(answer.citations, start=1):
+                title = f" — {hit.title}" if hit.title else ""
+                print(f"  [{i}] {hit.doc_id}{title} (score {hit.score:.3f})")
+        decode_s = total_s - (first_token_s or 0.0)
+        rate = (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else 0.0
+        print(
+            f"\n[engine ready {ready_s:.1f} s | "
+            f"first token {first_token_s or 0.0:.2f} s | "
+            f"{tokens} tokens in {total_s:.2f} s | {rate:.1f} tok/s]",
+            file=sys.stderr,
+        )
+    finally:
+        graph.shutdown()
+    return 0
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from graph.cli.server import run_until_signal
+    from graph.routing.served import load_served
+    from models.resolve import resolve_generator_path
+    from retrieval.manifest import read_manifest
+
+    args = load_args(ns)
+    # Fail fast, before Ray starts, on what the replicas would trip over.
+    for release in load_served(args):
+        read_manifest(release.args.retrieval.index_dir)
+        resolve_generator_path(release.args.models.generator.model)
+    run_until_signal(args, address=ns.address)
+    return 0
+
+
+def cmd_trace(ns: argparse.Namespace) -> int:
+    from graph.cli.trace_view import fetch_trace, parse_trace, render_waterfall
+
+    trace = fetch_trace(ns.jaeger, ns.trace_id)
+    print(render_waterfall(parse_trace(trace)))
+    return 0
+
+
+def cmd_config_show(ns: argparse.Namespace) -> int:
+    print(load_args(ns).to_yaml(), end="")
+    return 0
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (RagServingArgs schema)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set retrieval.top_k=20 (repeatable)",
+    )
+
+
+def _add_index_build(sub: Any) -> None:
+    """`ragserve index build`."""
+    index = sub.add_parser("index", help="build document indexes").add_subparsers(
+        dest="index_command", required=True
+    )
+    build = index.add_parser("build", help="documents -> chunks -> vectors -> FAISS")
+    build.add_argument(
+        "--docs", required=True, help="folder of .md/.txt/.rst/.html files"
+    )
+    build.add_argument(
+        "--out", required=True, help="index folder to write (atomically)"
+    )
+    build.add_argument("--index-type", choices=["flat", "ivf", "hnsw"])
+    build.add_argument("--chunk-size", type=int, help="words per chunk")
+    build.add_argument(
+        "--chunk-overlap", type=int, help="words shared by neighbouring chunks"
+    )
+    build.add_argument("--embedder", help="embedder model (default: all-MiniLM-L6-v2)")
+    build.add_argument("-q", "--quiet", action="store_true")
+    _add_config_flags(build)
+    build.set_defaults(func=cmd_index_build)
+
+
+def _add_ask(sub: Any) -> None:
+    """`ragserve ask`."""
+    ask = sub.add_parser("ask", help="answer one question in this process (no Ray)")
+    ask.add_argument("question")
+    ask.add_argument("--index", help="index folder (default: retrieval.index_dir)")
+    ask.add_argument("--model", help="generator model folder or hub id")
+    ask.add_argument("--embedder", help="embedder model (must match the index)")
+    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument(
+        "--temperature", type=float, help="default: models.generator.temperature"
+    )
+    ask.add_argument("--seed", type=int)
+    ask.add_argument("--top-k", type=int)
+    ask.add_argument("--top-n", type=int)
+    ask.add_argument("--no-rerank", action="store_true")
+    ask.add_argument("--no-retrieval", action="store_true")
+    _add_config_flags(ask)
+    ask.set_defaults(func=cmd_ask)
+
+
+def _add_serve(sub: Any) -> None:
+    """`ragserve serve`."""
+    serve = sub.add_parser("serve", help="run the graph on Ray Serve until Ctrl-C")
+    serve.add_argument("--index", help="index folder (default: retrieval.index_dir)")
+    serve.add_argument("--model", help="generator model folder or hub id")
+    serve.add_argument("--embedder", help="embedder model (must match the index)")
+    serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    serve.add_argument("--address", help="join an existing Ray cluster instead")
+    serve.add_argument(
+        "--release",
+        action="append",
+        metavar="NAME",
+        help="serve this release from the registry (repeatable; the first "
+        "takes 100%% unless releases.weights says otherwise)",
+    )
+    serve.add_argument(
+        "--registry", help="registry folder (default $RAGSERVE_REGISTRY or cache)"
+    )
+    _add_config_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragserve", description="RAG serving graph on Ray Serve."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="prepare the default models").add_subparsers(
+        dest="models_command", required=True
+    )
+    prepare = models.add_parser(
+        "prepare", help="convert the bundled SmolLM2 GGUF once (cached)"
+    )
+    prepare.add_argument("-q", "--quiet", action="store_true")
+    prepare.set_defaults(func=cmd_models_prepare)
+
+    _add_index_build(sub)
+    _add_ask(sub)
+    _add_serve(sub)
+
+    tr = sub.add_parser("trace", help="print one request's trace from Jaeger")
+    tr.add_argument("trace_id", help="the x-trace-id a response carried")
+    tr.add_argument(
+        "--jaeger",
+        default=os.environ.get("RAGSERVE_JAEGER_URL", "http://127.0.0.1:16686"),
+        help="Jaeger query URL (default $RAGSERVE_JAEGER_URL or http://127.0.0.1:16686)",
+    )
+    tr.set_defaults(func=cmd_trace)
+
+    config = sub.add_parser("config", help="inspect configuration").add_subparsers(
+        dest="config_command", required=True
+    )
+    show = config.add_parser("show", help="print the resolved config as YAML")
+    _add_config_flags(show)
+    show.set_defaults(func=cmd_config_show)
+    register_tenants(sub)
+    add_release_commands(sub, _add_config_flags)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _offline_defaults()
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if ns.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not ns.verbose:
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+    from graph.cli.trace_view import TraceError
+    from models.errors import ModelError
+    from releases.errors import ReleaseError
+    from retrieval.errors import RetrievalError
+
+    try:
+        return int(ns.func(ns))
+    except (
+        CLIError,
+        ConfigError,
+        ModelError,
+        RetrievalError,
+        TraceError,
+        ReleaseError,
+        ReleaseCLIError,
+    ) as exc:
+        print(f"ragserve: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ragserve: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""`ragserve release ...` and `ragserve traffic ...`: the registry on disk and
+the live weights of a running graph.
+
+    ragserve release create NAME --index IDX [--generator M] [--reranker R]
+                            [--prompt-template ID] [--config FILE] [--parent P]
+    ragserve release list | show NAME | diff A B
+    ragserve release promote NAME | rollback      (the running graph)
+    ragserve traffic set A=90 B=10 [--shadow B=10] | show
+
+Registry commands take `--registry DIR` (else `$RAGSERVE_REGISTRY`); graph
+commands talk to the graph's admin routes at `--address` (default
+`$RAGSERVE_URL` or http://127.0.0.1:8000), which apply the change through
+the ingress's Serve user_config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ReleaseCLIError(Exception):
+    """One line for the user (printed as `ragserve: error: ...`)."""
+
+
+def _registry(ns: argparse.Namespace) -> Any:
+    from releases.registry import Registry
+
+    return Registry(ns.registry)
+
+
+def release_settings(args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model sections, per-node settings) a release pins, from a graph config."""
+    models = args.models.model_dump(mode="json")
+    nodes = args.deployments.model_dump(mode="json")
+    nodes.pop("ingress", None)
+    retrieval = args.retrieval.model_dump(
+        mode="json", include={"top_k", "top_n", "rerank", "max_context_chars"}
+    )
+    settings = {
+        "retrieval": retrieval,
+        "batching": args.batching.model_dump(mode="json"),
+        "deployments": nodes,
+        "fault": args.releases.fault.model_dump(mode="json"),
+    }
+    return models, settings
+
+
+def cmd_release_create(ns: argparse.Namespace) -> int:
+    from graph.cli.args import load_args
+    from releases.create import build_release
+    from releases.errors import ReleaseExistsError
+
+    registry = _registry(ns)
+    if registry.exists(ns.name):  # before hashing gigabytes
+        raise ReleaseExistsError(
+            f"release {ns.name!r} already exists in registry {registry.root}; "
+            "releases are immutable: create one with a new name"
+        )
+    if ns.parent:
+        registry.get(ns.parent)
+    overrides = list(ns.set or [])
+    if ns.generator:
+        overrides.append(f"models.generator.model={ns.generator}")
+    if ns.embedder:
+        overrides.append(f"models.embedder.model={ns.embedder}")
+    if ns.reranker:
+        overrides += (
+            ["models.reranker.kind=fusion", "models.reranker.model=null"]
+            if ns.reranker == "fusion"
+            else [
+                "models.reranker.kind=cross-encoder",
+                f"models.reranker.model={ns.reranker}",
+            ]
+        )
+    ns.set = overrides
+    args = load_args(ns)
+    models, settings = release_settings(args)
+    manifest = build_release(
+        ns.name,
+        ns.index,
+        models,
+        settings,
+        ns.prompt_template or args.retrieval.prompt_template,
+        parent=ns.parent,
+        image_digest=ns.image_digest,
+    )
+    path = registry.add(manifest)
+    _audit(args, "release.create", None, {"name": manifest.name, "id": manifest.id})
+    print(f"release {manifest.name} {manifest.id[:12]} -> {path}")
+    return 0
+
+
+def _audit(args: Any, action: str, before: Any, after: Any) -> None:
+    from tenants.audit import AuditLog
+    from tenants.config import resolve_audit_path
+
+    log = AuditLog(resolve_audit_path(args.tenants.audit_log))
+    try:
+        log.admin(f"cli:{os.environ.get('USER', 'unknown')}", action, before, after)
+    finally:
+        log.close()
+
+
+def cmd_release_list(ns: argparse.Namespace) -> int:
+    releases = _registry(ns).list()
+    if not releases:
+        print(f"no releases in {_registry(ns).root}")
+        return 0
+    print(f"{'NAME':<20} {'ID':<12} {'CREATED':<25} {'PARENT':<12} GENERATOR / INDEX")
+    for m in releases:
+        gen = m.artifacts["generator"].identity
+        idx = m.artifacts["index"].identity
+        print(
+            f"{m.name:<20} {m.id[:12]:<12} {m.created_at:<25} "
+            f"{m.parent or '-':<12} {gen} / {idx}"
+        )
+    return 0
+
+
+def cmd_release_show(ns: argparse.Namespace) -> int:
+    m = _registry(ns).get(ns.name)
+    if ns.json:
+        print(m.model_dump_json(indent=2))
+        return 0
+    print(f"release {m.name}\n  id        {m.id}\n  created   {m.created_at}")
+    print(f"  parent    {m.parent or '-'}")
+    for kind, art in m.artifacts.items():
+        check = (art.checksum or "unchecked (hub id)").removeprefix("sha256:")
+        print(f"  {kind:<16} {art.identity}\n  {'':<16} sha256 {check}")
+    docs = m.artifacts["index"].details.get("documents", {})
+    print(f"  lineage: index of {len(docs)} documents")
+    for doc_id, digest in sorted(docs.items()):
+        print(f"    {doc_id}  {digest[:12]}")
+    return 0
+
+
+def cmd_release_diff(ns: argparse.Namespace) -> int:
+    from releases.manifest import diff
+
+    registry = _registry(ns)
+    a, b = registry.get(ns.a), registry.get(ns.b)
+    lines = diff(a, b)
+    print(f"{a.name} ({a.id[:12]}) -> {b.name} ({b.id[:12]})")
+    for line in lines or ["(same artifacts)"]:
+        print(f"  {line}")
+    return 0
+
+
+def _admin(ns: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    import httpx
+
+    url = (ns.address or os.environ.get("RAGSERVE_URL") or DEFAULT_URL).rstrip("/")
+    headers = {}
+    key = os.environ.get("RAGSERVE_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = httpx.request(
+            method, url + path, json=body, headers=headers, timeout=ns.timeout
+        )
+    except httpx.HTTPError as exc:
+        raise ReleaseCLIError(
+            f"cannot reach the graph at {url} ({type(exc).__name__}); is "
+            "`ragserve serve` running there? (--address URL)"
+        ) from None
+    try:
+        data = response.json()
+    except json.JSONDecodeError:
+        data = {}
+    if response.status_code >= 400:
+        message = (data.get("error") or {}).get("message") or response.text[:200]
+        raise ReleaseCLIError(message)
+    return data
+
+
+def _print_traffic(data: dict[str, Any], changed: bool = False) -> None:
+    applied = data.get("last_change_s")
+    if changed and applied is not None:
+        print(f"applied to the running graph in {applied:.2f} s")
+    print(f"revision {data.get('revision')}  stable {data.get('stable')}")
+    print(f"{'RELEASE':<20} {'WEIGHT':>6} {'SHADOW':>6}  {'STATE':<10} FINGERPRINT")
+    for r in data.get("releases", []):
+        print(
+            f"{r['name']:<20} {r['weight']:>5}% {r['shadow']:>5}%  {r['state']:<10} "
+            f"{r['fingerprint']}"
+        )
+        if r.get("reason"):
+            print(f"{'':<20} weight taken away: {r['reason']}")
+        if r.get("retires_at") is not None:
+            left = max(0.0, r["retires_at"] - time.time())
+            print(f"{'':<20} no traffic: retires in {left:.0f} s")
+
+
+def cmd_traffic_set(ns: argparse.Namespace) -> int:
+    from releases.traffic import parse_assignments
+
+    weights = parse_assignments(ns.weights)
+    shadow = parse_assignments(ns.shadow or [], "shadow share")
+    data = _admin(ns, "POST", "/admin/traffic", {"weights": weights, "shadow": shadow})
+    _print_traffic(data, changed=True)
+    return 0
+
+
+def cmd_traffic_show(ns: argparse.Namespace) -> int:
+    _print_traffic(_admin(ns, "GET", "/admin/traffic"))
+    return 0
+
+
+def cmd_release_promote(ns: argparse.Namespace) -> int:
+    _print_traffic(_admin(ns, "POST", "/admin/promote", {"release": ns.name}), True)
+    return 0
+
+
+def cmd_release_rollback(ns: argparse.Namespace) -> int:
+    _print_traffic(_admin(ns, "POST", "/admin/rollback", {}), True)
+    return 0
+
+
+def cmd_release_restore(ns: argparse.Namespace) -> int:
+    data = _admin(ns, "POST", "/admin/restore", {"release": ns.name})
+    deadline = time.monotonic() + ns.wait_s
+    while _state(data, ns.name) != "warm" and time.monotonic() < deadline:
+        time.sleep(1.0)
+        data = _admin(ns, "GET", "/admin/traffic")
+    _print_traffic(data, changed=True)
+    state = _state(data, ns.name)
+    if state != "warm":
+        raise ReleaseCLIError(
+            f"release {ns.name!r} is restored but not warm after {ns.wait_s:.0f} s "
+            f"({state}); `ragserve traffic show` tells when it is"
+        )
+    return 0
+
+
+def _state(traffic: dict[str, Any], name: str) -> str:
+    return next(
+        (r["state"] for r in traffic.get("releases", []) if r["name"] == name), "?"
+    )
+
+
+def _registry_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--registry", help="registry folder (default $RAGSERVE_REGISTRY or cache)"
+    )
+
+
+def _address_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        help=f"the graph's URL (default $RAGSERVE_URL or {DEFAULT_URL})",
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+
+
+def add_release_commands(sub: Any, add_config_flags: Any) -> None:
+    """Register `release` and `traffic` under the top-level subparsers."""
+    rel = sub.add_parser("release", help="versioned releases").add_subparsers(
+        dest="release_command", required=True
+    )
+    create = rel.add_parser("create", help="pin every artifact as a new release")
+    create.add_argument("name")
+    create.add_argument("--index", required=True, help="index folder")
+    create.add_argument("--generator", help="generator model folder or hub id")
+    create.add_argument("--embedder", help="embedder model (must match the index)")
+    create.add_argument("--reranker", help="'fusion' or a cross-encoder model")
+    create.add_argument("--prompt-template", help="prompt template id (rag-v1)")
+    create.add_argument("--parent", help="the release this one derives from")
+    create.add_argument("--image-digest", help="container image digest to record")
+    _registry_flag(create)
+    add_config_flags(create)
+    create.set_defaults(func=cmd_release_create)
+    for name, func, help_ in (
+        ("list", cmd_release_list, "releases in the registry"),
+        ("show", cmd_release_show, "one release's artifacts and lineage"),
+        ("diff", cmd_release_diff, "what changes from A to B"),
+    ):
+        p = rel.add_parser(name, help=help_)
+        if name == "show":
+            p.add_argument("name")
+            p.add_argument("--json", action="store_true", help="the manifest")
+        if name == "diff":
+            p.add_argument("a")
+            p.add_argument("b")
+        _registry_flag(p)
+        p.set_defaults(func=func)
+    promote = rel.add_parser("promote", help="a live release to 100%%")
+    promote.add_argument("name")
+    _address_flag(promote)
+    promote.set_defaults(func=cmd_release_promote)
+    rollback = rel.add_parser("rollback", help="the previous stable release to 100%%")
+    _address_flag(rollback)
+    rollback.set_defaults(func=cmd_release_rollback)
+
+    restore = rel.add_parser(
+        "restore", help="a retired release deployed and warm again"
+    )
+    restore.add_argument("name")
+    restore.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        help="how long to wait for it to be warm (0: do not wait)",
+    )
+    _address_flag(restore)
+    restore.set_defaults(func=cmd_release_restore)
+
+    traffic = sub.add_parser("traffic", help="live weights").add_subparsers(
+        dest="traffic_command", required=True
+    )
+    tset = traffic.add_parser("set", help="e.g. A=90 B=10 [--shadow C=10]")
+    tset.add_argument("weights", nargs="+", metavar="NAME=PERCENT")
+    tset.add_argument("--shadow", action="append", metavar="NAME=PERCENT")
+    _address_flag(tset)
+    _registry_flag(tset)
+    tset.set_defaults(func=cmd_traffic_set)
+    tshow = traffic.add_parser("show", help="weights, states, canary verdicts")
+    _address_flag(tshow)
+    _registry_flag(tshow)
+    tshow.set_defaults(func=cmd_traffic_show)
