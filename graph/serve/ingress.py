@@ -26,11 +26,13 @@ from graph.config import RagServingArgs
 from graph.errors import replica_lost
 from graph.gate.ledger_actor import ActorLedger
 from graph.gate.tenancy import TenantGate
+from graph.layout import NODES, Placement
 from graph.pipeline import RagPipeline, RetrievalOptions, Steps
 from graph.prompts import get_template
 from graph.resilience import name_missing
 from graph.routing.router import LiveRelease, ReleaseRouter
 from graph.serve.deployments import replica_id
+from graph.serve.groups import StepSpec, build_steps
 from graph.serve.handles import call_step, stream_generate
 from graph.serve.heap import start_heap_trimmer
 from graph.serve.serve_config import apply_ingress_user_config, scale_entry
@@ -49,7 +51,7 @@ READINESS_TIMEOUT_S = 5.0
 class IngressDeployment:
     """FastAPI ingress speaking the OpenAI protocol, routing to releases."""
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self,
         routes: dict[str, dict[str, Any]],
         args: RagServingArgs,
@@ -58,9 +60,13 @@ class IngressDeployment:
         setup_tracing(args.telemetry, "ingress", replica_id())
         start_heap_trimmer()
         self.args = args
+        self.layout = Placement.of(args.layout)
         # Tenants: keys, limits shared through one ledger actor, fair share
         # in front of the generator, audit of every request (graph.gate.tenancy).
         self.gate = TenantGate(args, ActorLedger(args), api_keys(args), replica_id())
+        # This replica's own steps (its step group), one per artifact, shared
+        # by the releases that use it; called in-process like handles.
+        routes = await with_local_steps(routes)
         self._nodes = {
             h.deployment_name: h for nodes in routes.values() for h in nodes.values()
         }
@@ -76,19 +82,25 @@ class IngressDeployment:
                 ),
                 fault=FaultInjection.model_validate(r["fault"]),
                 deployments=frozenset(
-                    h.deployment_name for h in routes[r["name"]].values()
+                    h.deployment_name
+                    for h in routes[r["name"]].values()
+                    if not getattr(h, "local", False)
                 ),
             )
             for r in releases
         ]
-        # Each step deployment's configured scale: where it goes back to when
-        # a retired release is restored (graph.serve.serve_config.plan_update).
+        # Each step deployment's configured scale (its group's first member):
+        # where it goes back to when a retired release is restored
+        # (graph.serve.serve_config.plan_update).
         self._scales = {
-            routes[r["name"]][node].deployment_name: scale_entry(
-                getattr(RagServingArgs.load(r["args"]).deployments, node)
+            handle.deployment_name: scale_entry(
+                getattr(
+                    RagServingArgs.load(r["args"]).deployments, self.layout.lead(node)
+                )
             )
             for r in releases
-            for node in routes[r["name"]]
+            for node, handle in routes[r["name"]].items()
+            if not getattr(handle, "local", False)
         }
         self.router = ReleaseRouter(
             live,
@@ -161,6 +173,27 @@ class IngressDeployment:
         parked = self.router.parked(self.router.state)
         live = {n: h for n, h in self._nodes.items() if n not in parked}
         return {**await nodes_readiness(live), **dict.fromkeys(parked, "parked")}
+
+
+async def with_local_steps(
+    routes: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """`routes` with each step spec (a step of the ingress's own group) built
+    in this process, once per deployment name, an embedder before its users."""
+    specs = {
+        s.name: s
+        for nodes in routes.values()
+        for s in nodes.values()
+        if isinstance(s, StepSpec)
+    }
+    built = await build_steps(sorted(specs.values(), key=lambda s: NODES.index(s.node)))
+    return {
+        release: {
+            node: built[h.name] if isinstance(h, StepSpec) else h
+            for node, h in nodes.items()
+        }
+        for release, nodes in routes.items()
+    }
 
 
 async def nodes_readiness(nodes: dict[str, Any]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from load_tests.bench import sections
 from load_tests.bench.autoscale import autoscale_section
+from load_tests.bench.layouts import LAYOUTS, PRESETS, run_layouts
 from load_tests.bench.report import write_results
 from load_tests.bench.runs import Bench, Runner, Target
 from load_tests.bench.servers import (
@@ -82,9 +83,14 @@ def write_apps(
 ) -> dict[str, Path]:
     """The graph variants this run needs, as YAML configs."""
     ns, cfg = bench.ns, bench.out / "configs"
-    apps = {"main": write_yaml(cfg / "main.yaml", graph_config(index, gen, port))}
+    # Every variant in the layout under test (which steps share a deployment).
+    layout = {"preset": ns.layout}
+    main = graph_config(index, gen, port, layout=layout)
+    apps = {"main": write_yaml(cfg / "main.yaml", main)}
     if {"batching", "overhead"} & set(ns.sections):
-        nobatch = graph_config(index, gen, port, batching=ALL_BATCHING_OFF)
+        nobatch = graph_config(
+            index, gen, port, batching=ALL_BATCHING_OFF, layout=layout
+        )
         apps["nobatch"] = write_yaml(cfg / "nobatch.yaml", nobatch)
     if "tracing" in ns.sections:
         telemetry = {
@@ -94,10 +100,10 @@ def write_apps(
             # Tells its spans apart from any an untraced app might send.
             "service_name": TRACED_SERVICE,
         }
-        traced = graph_config(index, gen, port, telemetry=telemetry)
+        traced = graph_config(index, gen, port, telemetry=telemetry, layout=layout)
         apps["traced"] = write_yaml(cfg / "traced.yaml", traced)
     if "autoscale" in ns.sections:
-        scaled = graph_config(index, gen, port)
+        scaled = graph_config(index, gen, port, layout=layout)
         scaled["deployments"]["embedder"] = {
             "num_cpus": 0.1,
             "autoscaling": {
@@ -304,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip sections that would not fit in this many seconds overall",
     )
     p.add_argument("--ready-timeout-s", type=float, default=600.0)
+    p.add_argument(
+        "--layouts",
+        default=",".join(LAYOUTS),
+        type=lambda s: [x for x in s.split(",") if x],
+        help="graph layouts (layout.preset) to bench one after the other, each "
+        "against the same baselines, reported side by side",
+    )
     p.add_argument("--out", help="results folder (default load_tests/results/<time>)")
     return p
 
@@ -314,13 +327,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"bench: error: unknown section(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    odd = sorted(set(ns.layouts) - set(PRESETS))
+    if odd or not ns.layouts:
+        print(
+            f"bench: error: --layouts takes {', '.join(PRESETS)} (got "
+            f"{', '.join(odd) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
 
     def _stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        return run_bench(ns)
+        return run_layouts(ns, run_bench)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

@@ -79,6 +79,10 @@ def graph_args(
             "embedder": {"max_ongoing_requests": 16, "max_queued_requests": 16},
         },
         "server": {"host": "127.0.0.1", "port": port},
+        # The session graph runs every step in a deployment of its own (what
+        # multi-GPU clusters run; the fault and backpressure tests kill and
+        # fill single steps); test_layouts.py runs the step groups.
+        "layout": {"preset": "split"},
         # A private tenant store (empty: the API stays open) and audit log.
         "tenants": {
             "db": f"sqlite:///{index_dir.parent / 'tenants.db'}",

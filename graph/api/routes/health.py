@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from graph.api import protocol as p
 from graph.api.context import Ctx
+from graph.layout import Placement
 
 router = APIRouter()
 
@@ -26,7 +27,9 @@ async def ready(ctx: Ctx) -> JSONResponse:
     waiting = [
         f"{n} ({s})" for n, s in sorted(nodes.items()) if s not in ("ready", "parked")
     ]
-    extra: dict[str, Any] = {"nodes": nodes}
+    # Which steps share a deployment: [["ingress", "embedder", ...], ...].
+    layout = Placement.of(ctx.args.layout).describe()
+    extra: dict[str, Any] = {"nodes": nodes, "layout": layout}
     if ctx.router is not None:
         releases = ctx.router.describe()["releases"]
         extra["releases"] = releases
