@@ -85,8 +85,6 @@ async def build_steps(specs: list[StepSpec]) -> dict[str, LocalHandle]:
 class LocalHandle:
     """A step in this process, called as its deployment's handle would be."""
 
-    local = True
-
     def __init__(self, step: Any, name: str, stream: bool = False) -> None:
         self.step = step
         self.deployment_name = name

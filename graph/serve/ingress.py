@@ -32,7 +32,7 @@ from graph.prompts import get_template
 from graph.resilience import name_missing
 from graph.routing.router import LiveRelease, ReleaseRouter
 from graph.serve.deployments import replica_id
-from graph.serve.groups import StepSpec, build_steps
+from graph.serve.groups import LocalHandle, StepSpec, build_steps
 from graph.serve.handles import call_step, stream_generate
 from graph.serve.heap import start_heap_trimmer
 from graph.serve.serve_config import apply_ingress_user_config, scale_entry
@@ -84,7 +84,7 @@ class IngressDeployment:
                 deployments=frozenset(
                     h.deployment_name
                     for h in routes[r["name"]].values()
-                    if not getattr(h, "local", False)
+                    if not isinstance(h, LocalHandle)
                 ),
             )
             for r in releases
@@ -100,7 +100,7 @@ class IngressDeployment:
             )
             for r in releases
             for node, handle in routes[r["name"]].items()
-            if not getattr(handle, "local", False)
+            if not isinstance(handle, LocalHandle)
         }
         self.router = ReleaseRouter(
             live,

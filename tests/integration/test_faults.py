@@ -43,7 +43,8 @@ def chat(c: httpx.Client, i: int) -> Outcome:
 
 def test_replicas_run_in_serves_throughput_mode(serve_graph: dict[str, Any]) -> None:
     # graph.cli.server starts the session's Ray as `ragserve serve` does: every
-    # replica in Serve's throughput-optimized mode, direct ingress off.
+    # replica in Serve's throughput-optimized mode, HAProxy in front of the
+    # ingress replicas' own ports (direct ingress), the lean control plane.
     for deployment in ("ingress", "embedder", "generator"):
         (replica,) = replicas(deployment)
         with open(f"/proc/{replica['pid']}/environ", "rb") as f:
@@ -51,7 +52,32 @@ def test_replicas_run_in_serves_throughput_mode(serve_graph: dict[str, Any]) -> 
                 item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item
             )
         assert env.get(b"RAY_SERVE_THROUGHPUT_OPTIMIZED") == b"1", deployment
-        assert env.get(b"RAY_SERVE_ENABLE_DIRECT_INGRESS") == b"0", deployment
+        assert env.get(b"RAY_SERVE_ENABLE_HA_PROXY") == b"1", deployment
+        assert env.get(b"RAY_SERVE_ENABLE_DIRECT_INGRESS") == b"1", deployment
+        assert env.get(b"RAY_SERVE_CONTROL_LOOP_INTERVAL_S") == b"0.5", deployment
+
+
+def test_haproxy_serves_the_port_and_binds_loopback_only(
+    serve_graph: dict[str, Any],
+) -> None:
+    import psutil
+
+    port = serve_graph["args"].server.port
+    haproxies = [
+        p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"
+    ]
+    ours = [p for p in haproxies if any(c.laddr.port == port for c in _listening(p))]
+    assert ours, f"no HAProxy listens on {port}"
+    for proc in ours:
+        # Ray renders its stats and Prometheus frontends as `bind *:PORT`;
+        # graph.cli.haproxy pins them to server.host.
+        addresses = {c.laddr.ip for c in _listening(proc)}
+        assert addresses == {"127.0.0.1"}, addresses
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+
+
+def _listening(proc: Any) -> list[Any]:
+    return [c for c in proc.net_connections(kind="inet") if c.status == "LISTEN"]
 
 
 @pytest.mark.parametrize("step", ["embedder", "retriever", "reranker"])

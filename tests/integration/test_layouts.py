@@ -65,8 +65,8 @@ def layout_apps(
     try:
         yield urls
     finally:
-        for name in LAYOUTS:
-            serve.delete(name)
+        for name in LAYOUTS:  # their engines stop while the next tests run
+            serve.delete(name, _blocking=False)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
