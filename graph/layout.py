@@ -18,13 +18,15 @@ Member = Literal["ingress", "embedder", "retriever", "reranker", "generator"]
 
 #: Every step in a deployment of its own: what a multi-GPU cluster runs.
 SPLIT: list[list[str]] = []
-#: The single-box default: the retrieval steps inside the ingress, the
-#: generator (its engine in a process of its own) behind one handle hop.
+#: The retrieval steps inside the ingress, the generator (its engine in a
+#: process of its own) behind one handle hop.
 SINGLE_BOX: list[list[str]] = [["ingress", "embedder", "retriever", "reranker"]]
 
 PRESETS: dict[str, list[list[str]]] = {
     "split": SPLIT,
     "retrieval-in-ingress": SINGLE_BOX,
+    # The single-box default (it measured best here: docs/performance.md):
+    # every step in the ingress, vLLM's engine core in its own process.
     "single": [["generator", "ingress", "embedder", "retriever", "reranker"]],
 }
 
@@ -45,7 +47,7 @@ class LayoutConfig(BaseModel):
         "resources. Null: `preset`.",
     )
     preset: Literal["split", "retrieval-in-ingress", "single"] = Field(
-        "retrieval-in-ingress",
+        "single",
         description="The layout when `groups` is null: 'split' (every step its "
         "own deployment), 'retrieval-in-ingress' (embed, retrieve and rerank in "
         "the ingress; the generator its own), 'single' (all in the ingress, "

@@ -19,7 +19,7 @@ from load_tests.bench.servers import RESULTS, log
 from load_tests.bench.targets import target_lines
 
 #: The single-box default, then every step its own deployment (multi-GPU).
-LAYOUTS = ("retrieval-in-ingress", "split")
+LAYOUTS = ("single", "split")
 PRESETS = ("retrieval-in-ingress", "split", "single")
 #: P6's idle goal, CPU-seconds per second of the graph's whole Ray.
 IDLE_GOAL = 0.05

@@ -175,18 +175,23 @@ def test_ask_with_the_real_default_smollm2(docs_index: Path) -> None:
 
 
 def test_serve_starts_ray_in_serves_throughput_mode_unless_told(monkeypatch) -> None:
-    from graph.cli.server import THROUGHPUT_ENV, serve_env
+    from graph.cli.server import LEAN_ENV, THROUGHPUT_ENV, serve_env
     from graph.config import RagServingArgs
 
-    for name in THROUGHPUT_ENV:
-        monkeypatch.delenv(name, raising=False)
-    serve_env(
-        RagServingArgs.model_validate({"server": {"throughput_optimized": False}})
-    )
-    assert not any(name in os.environ for name in THROUGHPUT_ENV)
-    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")  # the user's word wins
+    env: dict[str, str] = {}
+    monkeypatch.setattr(os, "environ", env)  # what serve_env sets stays here
+    off = {"throughput_optimized": False, "lean_control_plane": False}
+    serve_env(RagServingArgs.model_validate({"server": {**off, "ingress": "proxy"}}))
+    assert env == {}
+    env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "0"  # the user's word wins
+    serve_env(RagServingArgs.model_validate({"server": {"ingress": "proxy"}}))
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    # Behind Serve's proxy, direct ingress stays off.
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+    assert all(env[k] == v for k, v in LEAN_ENV.items())
+    # HAProxy (the default) forwards to each ingress replica's own port.
+    env.clear()
     serve_env(RagServingArgs())
-    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
-    # direct ingress would bind each ingress replica's own port on every
-    # interface: it stays off, so HTTP keeps to server.host
-    assert os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert set(THROUGHPUT_ENV) <= set(env)

@@ -16,8 +16,14 @@ from graph.serve.groups import LocalRef, _LocalStream
 NAMES = {n: n for n in ("embedder", "retriever", "reranker", "generator")}
 
 
-def test_the_default_runs_retrieval_in_the_ingress() -> None:
+def test_the_default_runs_every_step_in_the_ingress() -> None:
     placement = Placement.of(LayoutConfig())
+    assert [placement.in_ingress(n) for n in NAMES] == [True] * 4
+    assert placement.lead("embedder") == "generator"
+
+
+def test_retrieval_in_ingress_keeps_the_generator_apart() -> None:
+    placement = Placement.of(LayoutConfig(preset="retrieval-in-ingress"))
     assert [placement.in_ingress(n) for n in NAMES] == [True, True, True, False]
     assert placement.deployment_of(NAMES, "generator") == "generator"
     assert placement.deployment_of(NAMES, "embedder") is None
@@ -84,7 +90,7 @@ def test_a_group_takes_its_leads_scaling_and_everyones_resources() -> None:
 
 def test_the_retriever_gets_its_embedder_in_process_only_in_its_group() -> None:
     cfg = RagServingArgs.load({})
-    together = Placement.of(LayoutConfig())
+    together = Placement.of(LayoutConfig(preset="retrieval-in-ingress"))
     spec = step_spec("retriever", "retriever", cfg, together, {}, NAMES)
     assert spec.args[1] == LocalRef("embedder")
     apart = Placement.of(LayoutConfig(preset="split"))
