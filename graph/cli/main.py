@@ -126,7 +126,15 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     args = load_args(ns)
     # Fail fast, before Ray starts, on what the replicas would trip over.
     for release in load_served(args):
-        read_manifest(release.args.retrieval.index_dir)
+        index = read_manifest(release.args.retrieval.index_dir)
+        mode = release.args.retrieval.mode
+        if mode != "dense" and not index.has_bm25:
+            raise CLIError(
+                f"release {release.name!r} asks for retrieval.mode {mode} but its "
+                f"index {release.args.retrieval.index_dir} has no BM25 index "
+                f"(format {index.format_version}); rebuild it with `ragserve "
+                "index build` or `ragserve index update`, or use mode dense"
+            )
         resolve_generator_path(release.args.models.generator.model)
     run_until_signal(args, address=ns.address)
     return 0

@@ -40,7 +40,8 @@ def release_settings(args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     nodes = args.deployments.model_dump(mode="json")
     nodes.pop("ingress", None)
     retrieval = args.retrieval.model_dump(
-        mode="json", include={"top_k", "top_n", "rerank", "max_context_chars"}
+        mode="json",
+        include={"top_k", "top_n", "rerank", "max_context_chars", "mode", "rrf_k"},
     )
     settings = {
         "retrieval": retrieval,
