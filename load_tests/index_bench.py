@@ -207,13 +207,13 @@ def _scores(questions: list[dict[str, Any]], rankings: list[list[Any]]) -> dict:
 
 
 def quality(ns: argparse.Namespace, embedder: Any) -> dict[str, Any]:
-    from graph.engines import make_reranker
-    from models.config import EmbedderConfig, RerankerConfig
+    from models.config import RerankerConfig
+    from models.reranker import FusionReranker
 
     retriever = FaissRetriever.load(
         ns.index, embedder.model_id, embedder.dimension, "never"
     )
-    fusion = make_reranker(RerankerConfig(), EmbedderConfig(), embedder=embedder)
+    fusion = FusionReranker(embedder, dense_weight=RerankerConfig().dense_weight)
     table: dict[str, Any] = {}
     for path in ns.set:
         lines = Path(path).read_text().splitlines()
