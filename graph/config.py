@@ -65,6 +65,20 @@ class RetrievalConfig(_Section):
     top_k: int = Field(12, ge=1, le=1000, description="Chunks retrieved per query.")
     top_n: int = Field(3, ge=1, le=100, description="Chunks kept after reranking.")
     rerank: bool = Field(True, description="Rerank retrieved chunks.")
+    mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "dense",
+        description="First stage: 'dense' (FAISS over the query vector), "
+        "'sparse' (BM25 over the chunk texts, stored with the index) or "
+        "'hybrid' (both top_k lists fused by reciprocal rank fusion); the "
+        "reranker then runs as configured. sparse and hybrid need an index "
+        "built or updated by this ragserve (format 2).",
+    )
+    rrf_k: int = Field(
+        60,
+        ge=1,
+        description="Reciprocal rank fusion constant for mode 'hybrid': a "
+        "chunk scores 1/(rrf_k + rank) in each list.",
+    )
     max_context_chars: int = Field(
         4000, ge=100, description="Characters of retrieved text put in the prompt."
     )

@@ -19,7 +19,7 @@ from graph.prompts import get_template
 from models.generation import Chunk, GenerationEngine, GenerationRequest
 from models.threads import torch_process_env
 from retrieval.faiss_index import FaissRetriever
-from retrieval.types import Hit
+from retrieval.types import Hit, SearchMode
 
 
 class LocalGraph:
@@ -56,6 +56,7 @@ class LocalGraph:
             ),
             get_template(args.retrieval.prompt_template),
             args.retrieval.max_context_chars,
+            SearchMode(args.retrieval.mode, args.retrieval.rrf_k),
         )
 
     async def start(self) -> None:
@@ -67,8 +68,10 @@ class LocalGraph:
     async def _embed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self.embedder.embed, texts)
 
-    async def _retrieve(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        return await asyncio.to_thread(self.retriever.search, vectors, k)
+    async def _retrieve(
+        self, vectors: np.ndarray, k: int, queries: list[str], mode: SearchMode
+    ) -> list[list[Hit]]:
+        return await asyncio.to_thread(self.retriever.search, vectors, k, queries, mode)
 
     async def _rerank(
         self, query: str, passages: list[str], dense: list[float] | None = None

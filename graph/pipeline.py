@@ -16,10 +16,13 @@ import numpy as np
 from graph.prompts import PromptTemplate
 from models.errors import PromptTooLongError
 from models.generation import Chunk, GenerationRequest, SamplingOptions
-from retrieval.types import Hit
+from retrieval.types import DENSE, Hit, SearchMode
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
-RetrieveFn = Callable[[np.ndarray, int], Awaitable[list[list[Hit]]]]
+# (query vectors, k, query texts, first-stage mode) -> hits per query.
+RetrieveFn = Callable[
+    [np.ndarray, int, list[str], SearchMode], Awaitable[list[list[Hit]]]
+]
 
 
 class RerankFn(Protocol):
@@ -73,26 +76,39 @@ class RagPipeline:
         steps: the injected step callables.
         template: the versioned prompt template.
         max_context_chars: retrieved text allowed in the prompt.
+        search: the first stage's mode (dense, sparse or hybrid).
     """
 
-    def __init__(self, steps: Steps, template: PromptTemplate, max_context_chars: int):
+    def __init__(
+        self,
+        steps: Steps,
+        template: PromptTemplate,
+        max_context_chars: int,
+        search: SearchMode = DENSE,
+    ):
         self.steps = steps
         self.template = template
         self.max_context_chars = max_context_chars
+        self.search = search
 
     async def retrieve(self, query: str, options: RetrievalOptions) -> list[Hit]:
         """Steps 1-3: the best chunks for `query`, best first.
 
         1. embed the query;
-        2. retrieve `top_k` chunks from the index;
+        2. retrieve `top_k` chunks from the index (dense, sparse or hybrid);
         3. rerank them and keep `top_n` (or keep the index order when reranking
            is off).
         """
         vectors = await self.steps.embed([query])
-        hits = (await self.steps.retrieve(vectors, options.top_k))[0]
+        found = await self.steps.retrieve(vectors, options.top_k, [query], self.search)
+        hits = found[0]
         if not options.rerank or not hits:
             return hits[: options.top_n]
-        texts, cosines = [hit.text for hit in hits], [hit.score for hit in hits]
+        texts = [hit.text for hit in hits]
+        # A fusion reranker reuses the cosines; where one is unknown (a BM25
+        # hit on a GPU index) it embeds the passages itself.
+        known = [hit.cosine for hit in hits]
+        cosines = None if None in known else [float(c) for c in known if c is not None]
         scores = await self.steps.rerank(query, texts, cosines)
         return rerank_hits(hits, scores, options.top_n)
 

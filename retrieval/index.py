@@ -1,9 +1,10 @@
 """Build an index folder from a docs folder: chunk, embed, index, write atomically.
 
-Knows the build's steps and their order, and of embedders only their id,
-dimension and `embed()`; knows nothing of Ray Serve or HTTP, and leaves the
-FAISS index, the folder's files and the manifest to `retrieval.faiss_index`,
-`retrieval.storage` and `retrieval.manifest`.
+Knows the build's steps and their order, how a finished version's files
+(chunks, FAISS, BM25, manifest) are written into a folder, and of embedders
+only their id, dimension and `embed()`; knows nothing of Ray Serve or HTTP,
+and leaves FAISS, BM25 and the manifest's shape to `retrieval.faiss_build`,
+`retrieval.bm25_index` and `retrieval.manifest`.
 """
 
 from __future__ import annotations
@@ -19,21 +20,25 @@ from typing import Any
 import numpy as np
 
 from models.embedder import Embedder
+from retrieval.bm25_index import build_bm25, save_bm25
 from retrieval.chunking import TextChunk, chunk_document
 from retrieval.config import IndexBuildConfig
-from retrieval.documents import Document, load_documents
+from retrieval.documents import load_documents
 from retrieval.errors import RetrievalError
-from retrieval.faiss_index import build_faiss, gpu_wanted, import_faiss, write_faiss
+from retrieval.faiss_build import build_faiss, write_faiss
+from retrieval.faiss_index import gpu_wanted, import_faiss
 from retrieval.manifest import (
+    BM25_DIR,
     CHUNKS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
     IndexManifest,
     ManifestDocument,
+    content_version,
 )
 from retrieval.storage import (
     check_target,
-    fsync_dir,
+    fsync_tree,
     install,
     sha256_file,
     write_chunks,
@@ -54,11 +59,12 @@ def build_index(
 
     Documents are chunked, embedded in batches of `config.embed_batch_size`
     (each chunk with its section title in front, when the chunk does not
-    start with it) and added to a FAISS inner-product index, row i being
-    chunk i. Everything is written to a hidden sibling folder of `out_dir`,
-    flushed to disk, then renamed into place: an existing index at `out_dir`
-    is replaced only once the new one is complete, and a failure at any
-    point leaves it untouched and no temporary folder behind.
+    start with it) and added to a FAISS inner-product index under chunk ids
+    0..n-1, and a BM25 index of the same texts is built. Everything is
+    written to a hidden sibling folder of `out_dir`, flushed to disk, then
+    renamed into place: an existing index at `out_dir` is replaced only once
+    the new one is complete, and a failure at any point leaves it untouched
+    and no temporary folder behind.
 
     Args:
         docs_dir: folder of .md / .markdown / .txt / .rst / .html documents.
@@ -92,12 +98,18 @@ def build_index(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        write_chunks(tmp / CHUNKS_FILE, chunks)
-        vectors = _embed(chunks, embedder, config.embed_batch_size, progress)
-        index, index_type, nlist = build_faiss(vectors, config)
-        write_faiss(index, tmp / INDEX_FILE)
-        manifest = IndexManifest(
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        vectors = embed_chunks(chunks, embedder, config.embed_batch_size, progress)
+        ids = np.arange(len(chunks), dtype=np.int64)
+        index, index_type, nlist = build_faiss(vectors, ids, config)
+        manifest = write_version(
+            tmp,
+            index,
+            ids.tolist(),
+            chunks,
+            documents=[
+                ManifestDocument(doc_id=d.doc_id, sha256=d.sha256, chunks=len(c))
+                for d, c in zip(documents, per_doc, strict=True)
+            ],
             embedder_model_id=embedder.model_id,
             dimension=embedder.dimension,
             index_type=index_type,
@@ -105,12 +117,7 @@ def build_index(
             hnsw_m=config.hnsw_m if index_type == "hnsw" else None,
             chunk_size=config.chunk_size,
             chunk_overlap=config.chunk_overlap,
-            **_contents(documents, per_doc, tmp),
         )
-        write_synced(
-            tmp / MANIFEST_FILE, (manifest.model_dump_json(indent=2) + "\n").encode()
-        )
-        fsync_dir(tmp)
         install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -125,34 +132,62 @@ def build_index(
     return manifest
 
 
-def _contents(
-    documents: list[Document], per_doc: list[list[TextChunk]], folder: Path
-) -> dict[str, Any]:
-    """The manifest's record of what went in: counts, each document's hash
-    and chunk count, and the checksums of the files written in `folder`."""
-    return {
-        "document_count": len(documents),
-        "chunk_count": sum(len(c) for c in per_doc),
-        "documents": [
-            ManifestDocument(doc_id=d.doc_id, sha256=d.sha256, chunks=len(c))
-            for d, c in zip(documents, per_doc, strict=True)
-        ],
-        "files": {
-            name: sha256_file(folder / name) for name in (INDEX_FILE, CHUNKS_FILE)
-        },
-    }
+def write_version(
+    folder: Path,
+    index: Any,
+    ids: list[int],
+    chunks: list[TextChunk],
+    documents: list[ManifestDocument],
+    next_chunk_id: int = 0,
+    **fields: Any,
+) -> IndexManifest:
+    """Write one index version into the empty `folder` and flush it to disk.
+
+    Line r of chunks.jsonl is `chunks[r]` under `ids[r]` and BM25 row r; the
+    manifest gets the files' checksums, the counts, the next free chunk id
+    (past every id in `ids` and at least `next_chunk_id`, so a removed
+    chunk's id is never given again) and the version id; `fields` are the
+    other manifest fields.
+
+    Returns:
+        The manifest written.
+    """
+    write_chunks(folder / CHUNKS_FILE, chunks, ids)
+    write_faiss(index, folder / INDEX_FILE)
+    names = save_bm25(
+        build_bm25([embedding_text(c) for c in chunks]), folder / BM25_DIR
+    )
+    files = [INDEX_FILE, CHUNKS_FILE, *(f"{BM25_DIR}/{n}" for n in names)]
+    manifest = IndexManifest(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        document_count=len(documents),
+        chunk_count=len(chunks),
+        documents=documents,
+        files={name: sha256_file(folder / name) for name in files},
+        next_chunk_id=max(max(ids, default=-1) + 1, next_chunk_id),
+        **fields,
+    )
+    manifest.version = content_version(manifest)
+    write_synced(
+        folder / MANIFEST_FILE, (manifest.model_dump_json(indent=2) + "\n").encode()
+    )
+    fsync_tree(folder)
+    return manifest
 
 
-def _embedding_text(chunk: TextChunk) -> str:
+def embedding_text(chunk: TextChunk) -> str:
+    """What is embedded (and BM25-indexed) for a chunk: its section title in
+    front when the chunk does not start with it."""
     first_line = chunk.text.split("\n", 1)[0]
     if chunk.title and chunk.title not in first_line:
         return f"{chunk.title}\n\n{chunk.text}"
     return chunk.text
 
 
-def _embed(
+def embed_chunks(
     chunks: list[TextChunk], embedder: Embedder, batch_size: int, progress: bool
 ) -> np.ndarray:
+    """Vectors of `chunks` (row i: chunk i), `batch_size` texts per call."""
     from tqdm import tqdm
 
     dim = embedder.dimension
@@ -165,7 +200,7 @@ def _embed(
         disable=not progress,
     ) as bar:
         for start in range(0, len(chunks), batch_size):
-            batch = [_embedding_text(c) for c in chunks[start : start + batch_size]]
+            batch = [embedding_text(c) for c in chunks[start : start + batch_size]]
             out = np.asarray(embedder.embed(batch), dtype=np.float32)
             if out.shape != (len(batch), dim):
                 raise RetrievalError(

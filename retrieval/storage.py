@@ -58,8 +58,12 @@ def install(tmp: Path, out: Path) -> None:
     fsync_dir(out.parent)
 
 
-def write_chunks(path: Path, chunks: list[TextChunk]) -> None:
-    """Write `chunks` to `path` as chunks.jsonl, line i being chunk i."""
+def write_chunks(
+    path: Path, chunks: list[TextChunk], ids: list[int] | None = None
+) -> None:
+    """Write `chunks` to `path` as chunks.jsonl, line i being chunk i under
+    the id `ids[i]` (default: i)."""
+    ids = list(range(len(chunks))) if ids is None else ids
     lines = [
         json.dumps(
             {
@@ -72,18 +76,19 @@ def write_chunks(path: Path, chunks: list[TextChunk]) -> None:
             ensure_ascii=False,
         )
         + "\n"
-        for i, c in enumerate(chunks)
+        for i, c in zip(ids, chunks, strict=True)
     ]
     write_synced(path, "".join(lines).encode("utf-8"))
 
 
-def read_chunks(path: Path, folder: Path) -> list[TextChunk]:
-    """Read the chunks.jsonl at `path` of the index `folder`."""
-    chunks = []
+def read_chunks(path: Path, folder: Path) -> tuple[list[int], list[TextChunk]]:
+    """Read the chunks.jsonl at `path` of the index `folder`: (ids, chunks)."""
+    ids, chunks = [], []
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 record = json.loads(line)
+                ids.append(int(record["chunk_id"]))
                 chunks.append(
                     TextChunk(
                         doc_id=record["doc_id"],
@@ -94,7 +99,9 @@ def read_chunks(path: Path, folder: Path) -> list[TextChunk]:
                 )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise index_corrupt(folder, f"{CHUNKS_FILE} cannot be parsed") from exc
-    return chunks
+    if len(set(ids)) != len(ids):
+        raise index_corrupt(folder, f"{CHUNKS_FILE} repeats a chunk_id")
+    return ids, chunks
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -103,6 +110,17 @@ def write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root` and every folder's entries to disk."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            fsync_dir(path)
+    fsync_dir(root)
 
 
 def fsync_dir(path: Path) -> None:

@@ -42,6 +42,20 @@ class CachingEmbedder(Embedder):
         return np.stack([self._cache[t] for t in texts]).astype(np.float32)
 
 
+class CountingEmbedder(Embedder):
+    """Delegates to `inner` and keeps every text it was asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.texts: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.texts += texts
+        return self.inner.embed(texts)
+
+
 class FailingEmbedder(Embedder):
     """Delegates to `inner` but raises on call number `fail_on_call` (from 1)."""
 
@@ -116,3 +130,32 @@ def build_tiny_cross_encoder(path: Path) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def downgrade_to_format_1(folder: Path) -> None:
+    """Rewrite the index at `folder` as ragserve wrote it before versions:
+    FAISS rows without an id map (row i = chunk i), no bm25/, a format-1
+    manifest (no version, parent or changes)."""
+    import hashlib
+    import json
+    import shutil
+
+    import faiss
+
+    index = faiss.read_index(str(folder / "index.faiss"))
+    ids = faiss.vector_to_array(index.id_map)
+    assert list(ids) == list(range(len(ids))), "a fresh build has ids 0..n-1"
+    inner = faiss.downcast_index(index.index)
+    plain = faiss.IndexFlatIP(index.d)
+    plain.add(inner.reconstruct_n(0, inner.ntotal))
+    faiss.write_index(plain, str(folder / "index.faiss"))
+    shutil.rmtree(folder / "bm25")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key in ("version", "next_chunk_id", "parent", "changes"):
+        manifest.pop(key, None)
+    manifest["format_version"] = 1
+    manifest["files"] = {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in ("index.faiss", "chunks.jsonl")
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -8,6 +8,10 @@ import json
 from graph.config import RagServingArgs
 
 
+class CLIError(Exception):
+    """A one-line message for the user (printed as `ragserve: error: ...`)."""
+
+
 def load_args(ns: argparse.Namespace) -> RagServingArgs:
     """The config a command runs with: `--config`, `--set`, then its own flags."""
     overrides = list(getattr(ns, "set", None) or [])

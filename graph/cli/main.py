@@ -2,6 +2,7 @@
 
     ragserve models prepare             convert the default SmolLM2 once (cached)
     ragserve index build --docs D --out O
+    ragserve index update --index I --docs D [--out N] [--delete ID]
     ragserve ask "question" [--index O]
     ragserve serve [--config FILE]
     ragserve config show [--config FILE]
@@ -20,17 +21,13 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from graph.cli.args import load_args
+from graph.cli.args import CLIError, load_args
+from graph.cli.index import add_index_commands
 from graph.cli.releases import ReleaseCLIError, add_release_commands
 from graph.cli.tenants import register as register_tenants
 from graph.config import ConfigError, RagServingArgs
-
-
-class CLIError(Exception):
-    """A one-line message for the user."""
 
 
 def _offline_defaults() -> None:
@@ -45,42 +42,6 @@ def cmd_models_prepare(ns: argparse.Namespace) -> int:
 
     path = ensure_smollm2(progress=not ns.quiet)
     print(path)
-    return 0
-
-
-def cmd_index_build(ns: argparse.Namespace) -> int:
-    from graph.engines import make_embedder
-    from retrieval.documents import load_documents
-    from retrieval.index import build_index
-
-    args = load_args(ns)
-    build = args.retrieval.build
-    updates = {
-        k: v
-        for k, v in {
-            "index_type": ns.index_type,
-            "chunk_size": ns.chunk_size,
-            "chunk_overlap": ns.chunk_overlap,
-        }.items()
-        if v is not None
-    }
-    if updates:
-        build = type(build).model_validate({**build.model_dump(), **updates})
-    docs = Path(ns.docs)
-    if not docs.is_dir():
-        raise CLIError(
-            f"docs folder {docs} does not exist; pass --docs DIR with .md or .txt files"
-        )
-    started = time.perf_counter()
-    load_documents(docs)  # bad documents fail before the model loads
-    embedder = make_embedder(args.models.embedder)
-    manifest = build_index(docs, Path(ns.out), embedder, build, progress=not ns.quiet)
-    print(
-        f"index: {manifest.chunk_count} chunks from {manifest.document_count} "
-        f"documents ({manifest.index_type}, {manifest.embedder_model_id}, "
-        f"{manifest.dimension}-d) "
-        f"-> {ns.out} in {time.perf_counter() - started:.1f} s"
-    )
     return 0
 
 
@@ -165,7 +126,15 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     args = load_args(ns)
     # Fail fast, before Ray starts, on what the replicas would trip over.
     for release in load_served(args):
-        read_manifest(release.args.retrieval.index_dir)
+        index = read_manifest(release.args.retrieval.index_dir)
+        mode = release.args.retrieval.mode
+        if mode != "dense" and not index.has_bm25:
+            raise CLIError(
+                f"release {release.name!r} asks for retrieval.mode {mode} but its "
+                f"index {release.args.retrieval.index_dir} has no BM25 index "
+                f"(format {index.format_version}); rebuild it with `ragserve "
+                "index build` or `ragserve index update`, or use mode dense"
+            )
         resolve_generator_path(release.args.models.generator.model)
     run_until_signal(args, address=ns.address)
     return 0
@@ -199,29 +168,6 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one config field, e.g. --set retrieval.top_k=20 (repeatable)",
     )
-
-
-def _add_index_build(sub: Any) -> None:
-    """`ragserve index build`."""
-    index = sub.add_parser("index", help="build document indexes").add_subparsers(
-        dest="index_command", required=True
-    )
-    build = index.add_parser("build", help="documents -> chunks -> vectors -> FAISS")
-    build.add_argument(
-        "--docs", required=True, help="folder of .md/.txt/.rst/.html files"
-    )
-    build.add_argument(
-        "--out", required=True, help="index folder to write (atomically)"
-    )
-    build.add_argument("--index-type", choices=["flat", "ivf", "hnsw"])
-    build.add_argument("--chunk-size", type=int, help="words per chunk")
-    build.add_argument(
-        "--chunk-overlap", type=int, help="words shared by neighbouring chunks"
-    )
-    build.add_argument("--embedder", help="embedder model (default: all-MiniLM-L6-v2)")
-    build.add_argument("-q", "--quiet", action="store_true")
-    _add_config_flags(build)
-    build.set_defaults(func=cmd_index_build)
 
 
 def _add_ask(sub: Any) -> None:
@@ -283,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("-q", "--quiet", action="store_true")
     prepare.set_defaults(func=cmd_models_prepare)
 
-    _add_index_build(sub)
+    add_index_commands(sub, _add_config_flags)
     _add_ask(sub)
     _add_serve(sub)
 

@@ -3,6 +3,7 @@ the live weights of a running graph.
 
     ragserve release create NAME --index IDX [--generator M] [--reranker R]
                             [--prompt-template ID] [--config FILE] [--parent P]
+    ragserve release create NAME --from OLD --index IDX   (all else inherited)
     ragserve release list | show NAME | diff A B
     ragserve release promote NAME | rollback      (the running graph)
     ragserve traffic set A=90 B=10 [--shadow B=10] | show
@@ -40,7 +41,8 @@ def release_settings(args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     nodes = args.deployments.model_dump(mode="json")
     nodes.pop("ingress", None)
     retrieval = args.retrieval.model_dump(
-        mode="json", include={"top_k", "top_n", "rerank", "max_context_chars"}
+        mode="json",
+        include={"top_k", "top_n", "rerank", "max_context_chars", "mode", "rrf_k"},
     )
     settings = {
         "retrieval": retrieval,
@@ -64,6 +66,8 @@ def cmd_release_create(ns: argparse.Namespace) -> int:
         )
     if ns.parent:
         registry.get(ns.parent)
+    if ns.from_release:
+        return _create_from(ns, registry)
     overrides = list(ns.set or [])
     if ns.generator:
         overrides.append(f"models.generator.model={ns.generator}")
@@ -94,6 +98,47 @@ def cmd_release_create(ns: argparse.Namespace) -> int:
     _audit(args, "release.create", None, {"name": manifest.name, "id": manifest.id})
     print(f"release {manifest.name} {manifest.id[:12]} -> {path}")
     return 0
+
+
+_NOT_WITH_FROM = ("generator", "embedder", "reranker", "prompt_template", "config")
+
+
+def _create_from(ns: argparse.Namespace, registry: Any) -> int:
+    """`release create NEW --from OLD --index IDX`: OLD's models, template
+    and settings over a new index; OLD is the parent unless --parent says."""
+    from graph.cli.args import load_args
+    from releases.create import build_release
+
+    given = [f"--{n.replace('_', '-')}" for n in _NOT_WITH_FROM if getattr(ns, n)]
+    if given or ns.set:
+        raise ReleaseCLIError(
+            f"--from inherits the models, template and config of "
+            f"{ns.from_release!r}; drop {', '.join(given or ['--set'])} or "
+            "create the release without --from"
+        )
+    old = registry.get(ns.from_release)
+    models = {k: dict(old.artifacts[k].details) for k in _MODEL_KINDS}
+    manifest = build_release(
+        ns.name,
+        ns.index,
+        models,
+        dict(old.artifacts["config"].details),
+        str(old.artifacts["prompt_template"].details["id"]),
+        parent=ns.parent or old.name,
+        image_digest=ns.image_digest,
+    )
+    path = registry.add(manifest)
+    _audit(
+        load_args(ns),
+        "release.create",
+        None,
+        {"name": manifest.name, "id": manifest.id, "from": old.name},
+    )
+    print(f"release {manifest.name} {manifest.id[:12]} -> {path} (from {old.name})")
+    return 0
+
+
+_MODEL_KINDS = ("embedder", "reranker", "generator")
 
 
 def _audit(args: Any, action: str, before: Any, after: Any) -> None:
@@ -266,6 +311,13 @@ def add_release_commands(sub: Any, add_config_flags: Any) -> None:
     create = rel.add_parser("create", help="pin every artifact as a new release")
     create.add_argument("name")
     create.add_argument("--index", required=True, help="index folder")
+    create.add_argument(
+        "--from",
+        dest="from_release",
+        metavar="RELEASE",
+        help="inherit everything but the index from this release (its parent "
+        "unless --parent)",
+    )
     create.add_argument("--generator", help="generator model folder or hub id")
     create.add_argument("--embedder", help="embedder model (must match the index)")
     create.add_argument("--reranker", help="'fusion' or a cross-encoder model")

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +30,7 @@ from graph.serve.heap import start_heap_trimmer
 from models.config import EmbedderConfig, RerankerConfig
 from models.embedder import Embedder
 from models.reranker import Reranker, RerankItem
-from retrieval.types import Hit
+from retrieval.types import DENSE, Hit, SearchMode
 from telemetry.config import TelemetryConfig
 from telemetry.gpu import gpu_memory_attributes
 from telemetry.metrics import metrics
@@ -186,6 +187,16 @@ class EmbedderDeployment(_Node):
         return self.engine.embed_with_counts(texts)
 
 
+@dataclass(frozen=True)
+class _Search:
+    """One search request in the retriever's batch queue."""
+
+    vectors: np.ndarray
+    k: int
+    queries: list[str] | None
+    mode: SearchMode
+
+
 @serve.deployment
 class RetrieverDeployment(_Node):
     """FAISS search; concurrent queries share one index scan."""
@@ -216,29 +227,46 @@ class RetrieverDeployment(_Node):
         return self.retriever.manifest.model_dump(mode="json", exclude={"documents"})
 
     async def search(
-        self, vectors: np.ndarray, k: int, trace: Carrier = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        queries: list[str] | None = None,
+        mode: SearchMode = DENSE,
+        trace: Carrier = None,
     ) -> list[list[Hit]]:
         handle_ms = handle_wait_ms(trace)
-        with step_span("rag.retrieve", trace, {**self._attrs(), "top_k": k}) as span:
-            batched = await self._search_batch(Queued.now((vectors, k)))
+        attrs = {**self._attrs(), "top_k": k, "mode": mode.mode}
+        with step_span("rag.retrieve", trace, attrs) as span:
+            batched = await self._search_batch(
+                Queued.now(_Search(vectors, k, queries, mode))
+            )
             return self._observe(span, handle_ms, batched, release_of(trace))
 
     @serve.batch  # size and window: batching config, set in __init__
     async def _search_batch(
-        self, items: list[Queued[tuple[np.ndarray, int]]]
+        self, items: list[Queued[_Search]]
     ) -> list[Batched[list[list[Hit]]]]:
         return run_batch(items, self._search_many)
 
-    def _search_many(
-        self, requests: list[tuple[np.ndarray, int]]
-    ) -> list[list[list[Hit]]]:
-        stacked = np.concatenate([np.asarray(v, dtype=np.float32) for v, _ in requests])
-        k = max(k for _, k in requests)
-        hits = self.retriever.search(stacked, k)
-        out, start = [], 0
-        for vectors, req_k in requests:
-            out.append([row[:req_k] for row in hits[start : start + len(vectors)]])
-            start += len(vectors)
+    def _search_many(self, requests: list[_Search]) -> list[list[list[Hit]]]:
+        """One index scan per mode among the batch's requests."""
+        out: list[list[list[Hit]]] = [[] for _ in requests]
+        for mode in dict.fromkeys(r.mode for r in requests):
+            picked = [i for i, r in enumerate(requests) if r.mode == mode]
+            group = [requests[i] for i in picked]
+            stacked = np.concatenate(
+                [np.asarray(r.vectors, dtype=np.float32) for r in group]
+            )
+            texts = (
+                None
+                if any(r.queries is None for r in group)
+                else [t for r in group for t in r.queries or []]
+            )
+            hits = self.retriever.search(stacked, max(r.k for r in group), texts, mode)
+            start = 0
+            for i, r in zip(picked, group, strict=True):
+                out[i] = [row[: r.k] for row in hits[start : start + len(r.vectors)]]
+                start += len(r.vectors)
         return out
 
 

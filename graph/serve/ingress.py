@@ -39,7 +39,7 @@ from graph.serve.serve_config import apply_ingress_user_config, scale_entry
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from releases.config import FaultInjection
 from releases.traffic import TrafficState
-from retrieval.types import Hit
+from retrieval.types import Hit, SearchMode
 from telemetry.tracing import CURRENT_RELEASE, setup_tracing
 
 logger = logging.getLogger("ragserve.ingress")
@@ -237,8 +237,12 @@ def release_context(
     async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
         return await call_step(embedder.embed_with_usage, texts, config=policy)
 
-    async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        return await call_step(retriever.search, vectors, k, config=policy)
+    async def retrieve(
+        vectors: np.ndarray, k: int, queries: list[str], mode: SearchMode
+    ) -> list[list[Hit]]:
+        return await call_step(
+            retriever.search, vectors, k, queries, mode, config=policy
+        )
 
     async def rerank(
         query: str, passages: list[str], dense: list[float] | None = None
@@ -268,6 +272,7 @@ def release_context(
         Steps(embed=embed, retrieve=retrieve, rerank=rerank, generate=generate),
         get_template(args.retrieval.prompt_template),
         args.retrieval.max_context_chars,
+        SearchMode(args.retrieval.mode, args.retrieval.rrf_k),
     )
 
     async def readiness() -> dict[str, str]:

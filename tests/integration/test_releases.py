@@ -39,36 +39,27 @@ def graph(
     tmp_path_factory: pytest.TempPathFactory,
     docs_index: Path,
     tiny_llama: Path,
-    default_embedder: Any,
     otlp_receiver: OTLPReceiver,
 ) -> Iterator[dict[str, Any]]:
-    from retrieval.index import build_index
-
     tmp = tmp_path_factory.mktemp("releases")
     registry = tmp / "registry"
     index_b = tmp / "index-b"
-    build_index(
-        write_tree(tmp / "docs-b", rg.B_DOCS), index_b, default_embedder, progress=False
-    )
+    # B is a documents change: A's index with two documents added, a new
+    # version beside it (only their chunks embedded), released from A.
+    argv = ["index", "update", "--index", str(docs_index), "--partial", "-q"]
+    docs_b = write_tree(tmp / "docs-b", rg.B_DOCS)
+    assert main([*argv, "--docs", str(docs_b), "--out", str(index_b)]) == 0
     port = free_port()
     base = rg.release_config(tmp, tiny_llama, port, otlp_receiver.endpoint)
     slow = tmp / "slow.yaml"
     slow.write_text(base.read_text() + "releases:\n  fault:\n    delay_ms: 4000\n")
-    for name, index, config in (
-        ("A", docs_index, base),
-        ("B", index_b, base),
-        ("C", index_b, slow),
+    for name, flags in (
+        ("A", ["--index", str(docs_index), "--config", str(base)]),
+        ("B", ["--from", "A", "--index", str(index_b)]),
+        ("C", ["--index", str(index_b), "--config", str(slow)]),
     ):
-        argv = [
-            "release",
-            "create",
-            name,
-            "--index",
-            str(index),
-            "--config",
-            str(config),
-        ]
-        assert main([*argv, "--registry", str(registry)]) == 0
+        argv = ["release", "create", name, *flags, "--registry", str(registry)]
+        assert main(argv) == 0
     env = rg.graph_env(tmp, registry)
     log = tmp / "serve.log"
     argv = ["--release", "A", "--release", "B", "--release", "C"]

@@ -50,6 +50,23 @@ def tiny_index(tmp_path_factory, tiny_docs, embedder) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def many_docs(tmp_path_factory) -> Path:
+    """A corpus of 240 distinct one-sentence documents: enough to train IVF."""
+    animals = ["fox", "owl", "whale", "beetle", "horse", "salmon"]
+    cities = ["Lisbon", "Nairobi", "Oslo", "Lima", "Hanoi"]
+    hobbies = ["paints murals", "repairs bicycles", "bakes bread", "studies stars"]
+    from tests.factories_retrieval import write_tree
+
+    files = {}
+    for i, (animal, city, hobby) in enumerate(
+        (a, c, h) for a in animals for c in cities for h in hobbies
+    ):
+        for variant, when in enumerate(("every morning", "on weekends")):
+            files[f"d{i:03d}-{variant}.txt"] = f"The {animal} in {city} {hobby} {when}."
+    return write_tree(tmp_path_factory.mktemp("many-docs"), files)
+
+
 def load(index_dir: Path, embedder) -> FaissRetriever:
     from retrieval.faiss_index import FaissRetriever
 

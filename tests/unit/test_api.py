@@ -42,8 +42,9 @@ def make_client(script: Script, api_keys: frozenset[str] = frozenset()) -> TestC
             "ragserve batches requests with ray.serve.batch",
             0.9,
             "Batching",
+            0.9,
         ),
-        Hit(1, "overview.md", "ragserve is a RAG serving graph", 0.5, None),
+        Hit(1, "overview.md", "ragserve is a RAG serving graph", 0.5, None, 0.5),
     ]
 
     async def embed(texts: list[str]) -> np.ndarray:
@@ -51,7 +52,7 @@ def make_client(script: Script, api_keys: frozenset[str] = frozenset()) -> TestC
             raise RuntimeError(SECRET)
         return np.ones((len(texts), 4), dtype=np.float32)
 
-    async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
+    async def retrieve(vectors: np.ndarray, k: int, *_: object) -> list[list[Hit]]:
         return [hits[:k] for _ in range(len(vectors))]
 
     async def rerank(

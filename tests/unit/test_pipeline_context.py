@@ -38,7 +38,7 @@ def pipeline(engine: ByteEngine, hits: list[Hit]) -> RagPipeline:
     async def embed(texts: list[str]) -> np.ndarray:
         return np.ones((len(texts), 4), dtype=np.float32)
 
-    async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
+    async def retrieve(vectors: np.ndarray, k: int, *_: object) -> list[list[Hit]]:
         return [list(hits[:k])]
 
     async def rerank(query: str, passages: list[str]) -> list[float]:

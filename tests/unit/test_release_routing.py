@@ -28,7 +28,7 @@ def release_ctx(doc: str) -> ServingContext:
     async def embed(texts: list[str]) -> np.ndarray:
         return np.ones((len(texts), 4), dtype=np.float32)
 
-    async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
+    async def retrieve(vectors: np.ndarray, k: int, *_: object) -> list[list[Hit]]:
         return [[Hit(0, doc, f"text of {doc}", 1.0, None)] for _ in vectors]
 
     async def rerank(q: str, p: list[str], d: list[float] | None = None) -> list[float]:

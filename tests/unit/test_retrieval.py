@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from retrieval.errors import RetrievalError
 from retrieval.index import build_index
 from retrieval.manifest import read_manifest
 from tests.conftest import DOCS
-from tests.factories_retrieval import write_tree
 from tests.unit.conftest import ask, load
 
 # --- index: build and search -------------------------------------------------
@@ -60,7 +58,11 @@ def test_manifest_describes_the_docs_index(docs_index, default_embedder):
         assert entry.sha256 == hashlib.sha256(raw).hexdigest()
         assert entry.chunks >= 1
     assert manifest.chunk_count == sum(d.chunks for d in manifest.documents)
-    assert set(manifest.files) == {"index.faiss", "chunks.jsonl"}
+    assert {"index.faiss", "chunks.jsonl"} < set(manifest.files)
+    assert any(name.startswith("bm25/") for name in manifest.files)
+    assert manifest.format_version == 2
+    assert manifest.version and manifest.parent is None
+    assert manifest.next_chunk_id == manifest.chunk_count
     for name, digest in manifest.files.items():
         assert hashlib.sha256((docs_index / name).read_bytes()).hexdigest() == digest
     on_disk = json.loads((docs_index / "manifest.json").read_text())
@@ -96,21 +98,6 @@ def test_search_rejects_vectors_of_another_dimension(tiny_index, embedder):
 
     with pytest.raises(ValueError, match="384"):
         retriever.search(np.ones((1, 768), np.float32), 3)
-
-
-@pytest.fixture(scope="module")
-def many_docs(tmp_path_factory) -> Path:
-    """A corpus of 240 distinct one-sentence documents: enough to train IVF."""
-    animals = ["fox", "owl", "whale", "beetle", "horse", "salmon"]
-    cities = ["Lisbon", "Nairobi", "Oslo", "Lima", "Hanoi"]
-    hobbies = ["paints murals", "repairs bicycles", "bakes bread", "studies stars"]
-    files = {}
-    for i, (animal, city, hobby) in enumerate(
-        (a, c, h) for a in animals for c in cities for h in hobbies
-    ):
-        for variant, when in enumerate(("every morning", "on weekends")):
-            files[f"d{i:03d}-{variant}.txt"] = f"The {animal} in {city} {hobby} {when}."
-    return write_tree(tmp_path_factory.mktemp("many-docs"), files)
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,7 @@ def test_crash_while_rebuilding_keeps_the_existing_index_usable(
 ):
     out = tmp_path / "index"
     build_index(tiny_docs, out, embedder, progress=False)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     failing = FailingEmbedder(embedder, fail_on_call=2)
 
     with pytest.raises(RuntimeError, match="simulated"):
@@ -138,7 +138,7 @@ def test_crash_while_rebuilding_keeps_the_existing_index_usable(
         )
 
     assert os.listdir(tmp_path) == ["index"]
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     hits = ask(load(out, embedder), embedder, "How do I install it?")
     assert hits[0].doc_id == "install.md"
 

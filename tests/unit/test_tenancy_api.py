@@ -31,7 +31,7 @@ async def _embed(texts: list[str]) -> np.ndarray:
     return np.ones((len(texts), 4), dtype=np.float32)
 
 
-async def _retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
+async def _retrieve(vectors: np.ndarray, k: int, *_: object) -> list[list[Hit]]:
     return [[Hit(0, "a.md", "ragserve batches requests", 0.9, None)]]
 
 
