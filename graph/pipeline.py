@@ -16,6 +16,7 @@ import numpy as np
 from graph.prompts import PromptTemplate
 from models.errors import PromptTooLongError
 from models.generation import Chunk, GenerationRequest, SamplingOptions
+from retrieval.chunking import titled
 from retrieval.types import Hit
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
@@ -92,7 +93,10 @@ class RagPipeline:
         hits = (await self.steps.retrieve(vectors, options.top_k))[0]
         if not options.rerank or not hits:
             return hits[: options.top_n]
-        texts, cosines = [hit.text for hit in hits], [hit.score for hit in hits]
+        # The reranker reads each chunk as the index embedded it, title first
+        # (the BM25 half of the fusion reranker otherwise never sees it).
+        texts = [titled(hit.text, hit.title) for hit in hits]
+        cosines = [hit.score for hit in hits]
         scores = await self.steps.rerank(query, texts, cosines)
         return rerank_hits(hits, scores, options.top_n)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.embedder import Embedder
-from retrieval.chunking import TextChunk, chunk_document
+from retrieval.chunking import TextChunk, chunk_document, titled
 from retrieval.config import IndexBuildConfig
 from retrieval.documents import Document, load_documents
 from retrieval.errors import RetrievalError
@@ -144,10 +144,7 @@ def _contents(
 
 
 def _embedding_text(chunk: TextChunk) -> str:
-    first_line = chunk.text.split("\n", 1)[0]
-    if chunk.title and chunk.title not in first_line:
-        return f"{chunk.title}\n\n{chunk.text}"
-    return chunk.text
+    return titled(chunk.text, chunk.title)
 
 
 def _embed(
