@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         )
     if (ns.top_k is not None and ns.top_k < 1) or ns.answers < 0:
         raise ReleaseCLIError("--top-k must be at least 1 and --answers at least 0")
+    if ns.answers:
+        # The table is the output here; engine start-up chatter is not.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     qset = load_set(ns.set or BUNDLED_SET)  # a bad set fails before any model
     args, manifest = _release_config(ns)
     result = asyncio.run(_run(ns, qset, args))

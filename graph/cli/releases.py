@@ -4,7 +4,8 @@ the live weights of a running graph.
     ragserve release create NAME --index IDX [--generator M] [--reranker R]
                             [--prompt-template ID] [--config FILE] [--parent P]
     ragserve release list | show NAME | diff A B
-    ragserve release promote NAME | rollback      (the running graph)
+    ragserve release promote NAME [--force] | rollback   (the running graph;
+                            promote checks stored evals, `releases.quality`)
     ragserve traffic set A=90 B=10 [--shadow B=10] | show
 
 Registry commands take `--registry DIR` (else `$RAGSERVE_REGISTRY`); graph
