@@ -16,6 +16,7 @@ import numpy as np
 from graph.prompts import PromptTemplate
 from models.errors import PromptTooLongError
 from models.generation import Chunk, GenerationRequest, SamplingOptions
+from retrieval.chunking import titled
 from retrieval.types import DENSE, Hit, SearchMode
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]
@@ -104,7 +105,9 @@ class RagPipeline:
         hits = found[0]
         if not options.rerank or not hits:
             return hits[: options.top_n]
-        texts = [hit.text for hit in hits]
+        # The reranker reads each chunk as the index embedded it, title first
+        # (the BM25 half of the fusion reranker otherwise never sees it).
+        texts = [titled(hit.text, hit.title) for hit in hits]
         # A fusion reranker reuses the cosines; where one is unknown (a BM25
         # hit on a GPU index) it embeds the passages itself.
         known = [hit.cosine for hit in hits]

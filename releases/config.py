@@ -1,11 +1,13 @@
 """The `releases` config section: which releases a graph serves, their
-starting weights, warm-up, grace period, canary policy and fault injection."""
+starting weights, warm-up, grace period, canary policy, quality gate and fault
+injection."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from releases.canary import CanaryPolicy
+from releases.quality import QualityPolicy
 
 DEFAULT_WARMUP = [
     "How does ragserve batch requests?",
@@ -62,6 +64,11 @@ class ReleasesConfig(BaseModel):
     )
     canary: CanaryPolicy = Field(
         default_factory=CanaryPolicy, description="Automatic canary judgement."
+    )
+    quality: QualityPolicy = Field(
+        default_factory=QualityPolicy,
+        description="How much worse a candidate's stored eval may be than the "
+        "stable release's before `release promote` refuses it.",
     )
     fault: FaultInjection = Field(
         default_factory=FaultInjection,

@@ -2,15 +2,18 @@
 
 Knows where the folder is (`--registry DIR`, `$RAGSERVE_REGISTRY`, else
 `<cache>/releases`), how to write a manifest atomically without ever
-replacing one, and how to read them back; knows nothing of artifacts' content.
+replacing one, and how to read them back, with each release's eval results
+(`<name>.evals/`, keyed by question set); knows nothing of artifacts' content.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -103,11 +106,62 @@ class Registry:
             p.stem for p in self.root.glob("*.json") if not p.name.startswith(".")
         )
 
+    def eval_dir(self, name: str) -> Path:
+        """Where a release's eval results live: `<name>.evals/` beside it."""
+        return self._path(name).with_suffix(".evals")
+
+    def put_eval(self, name: str, result: dict[str, Any]) -> Path:
+        """Store an eval result of release `name`, keyed by its question set's
+        hash and top_k (a rerun on the same set replaces it), atomically.
+
+        Raises:
+            ReleaseNotFoundError: no such release.
+        """
+        self.get(name)
+        folder = self.eval_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{eval_key(result)}.json"
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(result, indent=2).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return final
+
+    def evals(self, name: str) -> dict[str, dict[str, Any]]:
+        """A release's stored eval results by key (set hash and top_k)."""
+        folder = self.eval_dir(name)
+        if not folder.is_dir():
+            return {}
+        out = {}
+        for path in sorted(folder.glob("*.json")):
+            if path.name.startswith("."):
+                continue
+            try:
+                out[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ReleaseError(
+                    f"eval result {path} is unreadable ({type(exc).__name__})"
+                ) from None
+        return out
+
     def list(self) -> list[ReleaseManifest]:
         """Every release, oldest first."""
         return sorted(
             (self.get(n) for n in self.names()), key=lambda m: (m.created_at, m.name)
         )
+
+
+def eval_key(result: dict[str, Any]) -> str:
+    """`<first 16 of the set's sha256>-k<top_k>`: results compare only on the
+    same questions and depth."""
+    return f"{result['set']['sha256'][:16]}-k{result['top_k']}"
 
 
 def _exists_message(name: str, root: Path) -> str:

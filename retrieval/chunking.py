@@ -31,6 +31,14 @@ class TextChunk:
     index: int
 
 
+def titled(text: str, title: str | None) -> str:
+    """The text a chunk is embedded (and lexically matched) as: its section
+    title in front, unless the chunk's first line already holds it."""
+    if title and title not in text.split("\n", 1)[0]:
+        return f"{title}\n\n{text}"
+    return text
+
+
 def chunk_document(
     doc: Document, chunk_size: int, chunk_overlap: int
 ) -> list[TextChunk]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from models.embedder import Embedder
 from retrieval.bm25_index import build_bm25, save_bm25
-from retrieval.chunking import TextChunk, chunk_document
+from retrieval.chunking import TextChunk, chunk_document, titled
 from retrieval.config import IndexBuildConfig
 from retrieval.documents import load_documents
 from retrieval.errors import RetrievalError
@@ -178,10 +178,7 @@ def write_version(
 def embedding_text(chunk: TextChunk) -> str:
     """What is embedded (and BM25-indexed) for a chunk: its section title in
     front when the chunk does not start with it."""
-    first_line = chunk.text.split("\n", 1)[0]
-    if chunk.title and chunk.title not in first_line:
-        return f"{chunk.title}\n\n{chunk.text}"
-    return chunk.text
+    return titled(chunk.text, chunk.title)
 
 
 def embed_chunks(

@@ -6,6 +6,7 @@
     ragserve ask "question" [--index O]
     ragserve serve [--config FILE]
     ragserve config show [--config FILE]
+    ragserve eval (--release NAME | --index IDX) [--set FILE] [--out FILE]
 
 Every failure a user can fix prints one line, `ragserve: error: ...`, and
 exits non-zero.
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graph.cli.args import CLIError, load_args
+from graph.cli.eval import add_eval_command
 from graph.cli.index import add_index_commands
 from graph.cli.releases import ReleaseCLIError, add_release_commands
 from graph.cli.tenants import register as register_tenants
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_config_show)
     register_tenants(sub)
     add_release_commands(sub, _add_config_flags)
+    add_eval_command(sub)
     return parser
 
 
@@ -262,7 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not ns.verbose:
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
+        # bm25s sets its logger to DEBUG when it is imported (lazily, later):
+        # a filter survives that, a level does not.
+        logging.getLogger("bm25s").addFilter(
+            lambda record: record.levelno >= logging.WARNING
+        )
+    from evals.http_target import HttpTargetError
+    from evals.questions import EvalSetError
     from graph.cli.haproxy import HAProxyUnavailable
     from graph.cli.trace_view import TraceError
     from models.errors import ModelError
@@ -280,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ReleaseError,
         ReleaseCLIError,
         HAProxyUnavailable,
+        EvalSetError,
+        HttpTargetError,
     ) as exc:
         print(f"ragserve: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ the live weights of a running graph.
                             [--prompt-template ID] [--config FILE] [--parent P]
     ragserve release create NAME --from OLD --index IDX   (all else inherited)
     ragserve release list | show NAME | diff A B
-    ragserve release promote NAME | rollback      (the running graph)
+    ragserve release promote NAME [--force] | rollback   (the running graph;
+                            promote checks stored evals, `releases.quality`)
     ragserve traffic set A=90 B=10 [--shadow B=10] | show
 
 Registry commands take `--registry DIR` (else `$RAGSERVE_REGISTRY`); graph
@@ -182,7 +183,24 @@ def cmd_release_show(ns: argparse.Namespace) -> int:
     print(f"  lineage: index of {len(docs)} documents")
     for doc_id, digest in sorted(docs.items()):
         print(f"    {doc_id}  {digest[:12]}")
+    _print_evals(_registry(ns).evals(m.name))
     return 0
+
+
+def _print_evals(results: dict[str, Any]) -> None:
+    if not results:
+        print("  quality: no stored eval (`ragserve eval --release NAME`)")
+        return
+    for key, r in results.items():
+        s = r["set"]
+        print(
+            f"  quality on set {s['name']} ({s['questions']} questions, {key}, "
+            f"{r['created_at']})"
+        )
+        print(
+            "    "
+            + "  ".join(f"{name} {value:.3f}" for name, value in r["headline"].items())
+        )
 
 
 def cmd_release_diff(ns: argparse.Namespace) -> int:
@@ -194,6 +212,13 @@ def cmd_release_diff(ns: argparse.Namespace) -> int:
     print(f"{a.name} ({a.id[:12]}) -> {b.name} ({b.id[:12]})")
     for line in lines or ["(same artifacts)"]:
         print(f"  {line}")
+    from releases.quality import deltas
+
+    rows = deltas(registry.evals(a.name), registry.evals(b.name))
+    if not rows:
+        print("  quality: no eval on a common set")
+    for key, metric, x, y, points in rows:
+        print(f"  quality {key} {metric}: {x:.3f} -> {y:.3f} ({points:+.1f} points)")
     return 0
 
 
@@ -258,8 +283,40 @@ def cmd_traffic_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_release_promote(ns: argparse.Namespace) -> int:
-    _print_traffic(_admin(ns, "POST", "/admin/promote", {"release": ns.name}), True)
+    from graph.cli.args import load_args
+    from releases.quality import breaches
+
+    args = load_args(ns)
+    stable = _admin(ns, "GET", "/admin/traffic").get("stable")
+    found: list[str] = []
+    if stable and stable != ns.name:
+        registry = _registry_of(ns, args)
+        found = breaches(
+            args.releases.quality, registry.evals(stable), registry.evals(ns.name)
+        )
+    if found and not ns.force:
+        raise ReleaseCLIError(
+            f"release {ns.name} answers worse than stable {stable}: {found[0]}"
+            + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+            + "; see `ragserve release diff`, or pass --force (audited)"
+        )
+    data = _admin(ns, "POST", "/admin/promote", {"release": ns.name})
+    if found:
+        _audit(
+            args,
+            "release.promote.force",
+            {"stable": stable, "breaches": found},
+            {"release": ns.name},
+        )
+        print(f"promoted despite: {'; '.join(found)} (audited)")
+    _print_traffic(data, True)
     return 0
+
+
+def _registry_of(ns: argparse.Namespace, args: Any) -> Any:
+    from releases.registry import Registry
+
+    return Registry(ns.registry or args.releases.registry)
 
 
 def cmd_release_rollback(ns: argparse.Namespace) -> int:
@@ -343,7 +400,15 @@ def add_release_commands(sub: Any, add_config_flags: Any) -> None:
         p.set_defaults(func=func)
     promote = rel.add_parser("promote", help="a live release to 100%%")
     promote.add_argument("name")
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when its stored eval is worse than the stable "
+        "release's beyond releases.quality (an audit record says so)",
+    )
     _address_flag(promote)
+    _registry_flag(promote)
+    add_config_flags(promote)
     promote.set_defaults(func=cmd_release_promote)
     rollback = rel.add_parser("rollback", help="the previous stable release to 100%%")
     _address_flag(rollback)

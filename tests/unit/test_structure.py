@@ -16,11 +16,12 @@ PACKAGES = (
     "retrieval",
     "releases",
     "tenants",
+    "evals",
     "graph",
     "load_tests",
     "scripts",
 )
-LOWER = ("telemetry", "batching", "models", "retrieval", "releases", "tenants")
+LOWER = ("telemetry", "batching", "models", "retrieval", "releases", "tenants", "evals")
 #: graph/'s floors, lowest first: a module may import its own floor or lower.
 #: The load generator: it measures any OpenAI-style server over HTTP.
 GENERATOR = ("runner", "scenarios", "sse", "stats", "report", "plot", "cli")
