@@ -9,7 +9,10 @@ document from the routes; this module corrects it once, on first request.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -87,9 +90,21 @@ def install_openapi(app: FastAPI, ctx: ServingContext) -> None:
         )
         apply_limits(schema, ctx.args.limits, ctx.names.max_model_len)
         dimension = _embedding_dimension(ctx)
+        props = _components(schema)
         if dimension is not None:
-            dims = _components(schema)["EmbeddingRequest"]["properties"]
+            dims = props["EmbeddingRequest"]["properties"]
             _integers(dims["dimensions"], minimum=dimension, maximum=dimension)
+        models = ctx.args.models
+        for request, field, vocab in (
+            ("EmbeddingRequest", "input", _vocab(models.embedder.model, "embedder")),
+            (
+                "CompletionRequest",
+                "prompt",
+                _vocab(models.generator.model, "generator"),
+            ),
+        ):
+            if vocab is not None:
+                _token_ids(props[request]["properties"][field], maximum=vocab - 1)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -102,6 +117,23 @@ def _embedding_dimension(ctx: ServingContext) -> int | None:
 
     try:
         return read_manifest(ctx.args.retrieval.index_dir).dimension
+    except Exception:
+        return None
+
+
+@functools.cache
+def _vocab(spec: str, kind: str) -> int | None:
+    """The vocabulary size of a model's tokenizer (its largest token id + 1),
+    from the model folder's config; None when it cannot be read."""
+    from models.resolve import resolve_embedder_path, resolve_generator_path
+
+    try:
+        if kind == "embedder":
+            path = resolve_embedder_path(spec)[0]
+        else:
+            path = resolve_generator_path(spec)
+        config = json.loads((Path(path) / "config.json").read_text())
+        return int(config["vocab_size"])
     except Exception:
         return None
 
@@ -253,9 +285,27 @@ def _strings(prop: dict[str, Any], **constraints: int) -> None:
             items.update(constraints)
 
 
+def _is_token_ids(array: dict[str, Any]) -> bool:
+    return bool(array.get("items", {}).get("type") == "integer")
+
+
 def _arrays(prop: dict[str, Any], **constraints: int) -> None:
+    """Constrain every list a property may be, token-id lists apart."""
     for option in _variants(prop, "array"):
-        option.update(constraints)
+        if not _is_token_ids(option):
+            option.update(constraints)
+
+
+def _token_ids(prop: dict[str, Any], **constraints: int) -> None:
+    """Constrain every token-id list a property may be: its length given as
+    `minItems`/`maxItems`, its ids as `minimum`/`maximum`."""
+    lengths = {k: v for k, v in constraints.items() if k.endswith("Items")}
+    ids = {k: v for k, v in constraints.items() if k not in lengths}
+    for array in _variants(prop, "array"):
+        lists = [array, array.get("items", {})]
+        for ids_list in (x for x in lists if _is_token_ids(x)):
+            ids_list.update(lengths)
+            ids_list["items"].update(ids)
 
 
 def _integers(prop: dict[str, Any], **constraints: int) -> None:
@@ -289,6 +339,9 @@ def apply_limits(schema: dict[str, Any], limits: LimitsConfig, context: int) -> 
     embed = props["EmbeddingRequest"]
     _strings(embed["input"], minLength=1, maxLength=text)
     _arrays(embed["input"], minItems=1, maxItems=limits.max_embedding_inputs)
+    for prompt in (cmpl["prompt"], embed["input"]):
+        # A token id counts as one character of text (no token is shorter).
+        _token_ids(prompt, minItems=1, maxItems=text)
     rerank = props["RerankRequest"]
     _strings(rerank["query"], maxLength=text)
     _strings(rerank["documents"], maxLength=text)

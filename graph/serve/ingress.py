@@ -34,6 +34,7 @@ from graph.serve.deployments import replica_id
 from graph.serve.handles import call_step, stream_generate
 from graph.serve.heap import start_heap_trimmer
 from graph.serve.serve_config import apply_ingress_user_config, scale_entry
+from models.embedder import EmbedInput
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from releases.config import FaultInjection
 from releases.traffic import TrafficState
@@ -201,7 +202,7 @@ def release_context(
     async def embed(texts: list[str]) -> np.ndarray:
         return await call_step(embedder.embed, texts, config=policy)
 
-    async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
+    async def embed_with_usage(texts: list[EmbedInput]) -> tuple[np.ndarray, int]:
         return await call_step(embedder.embed_with_usage, texts, config=policy)
 
     async def retrieve(vectors: np.ndarray, k: int) -> list[list[Hit]]:
