@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from graph.api import protocol as p
 from graph.api.context import ServingContext
+from graph.api.openapi_admin import admin_errors, describe_live
 from graph.api.wire_types import INT64_MAX, INT64_MIN
 from graph.limits_config import LimitsConfig
 
@@ -43,11 +44,15 @@ ERRORS = {
     400: "Invalid JSON, field or value, or a limit exceeded; `param` names the field.",
     401: "Missing or invalid API key.",
     403: "A tenant's key on an admin route (they take an operator key).",
-    404: "The model named is not served here.",
+    404: "The model named is not served here (on /admin/*: this graph routes "
+    "no releases).",
+    409: "The live traffic cannot take this change now (a release not warm or "
+    "retired, nothing to roll back to or restore, already promoted).",
     413: "The body exceeds `limits.max_body_bytes`.",
     429: "Over the tenant's rate limit or quota; retry after `Retry-After`.",
     500: "Internal error; the message quotes the request id.",
-    503: "At capacity, restarting or not ready; retry after `Retry-After` seconds.",
+    503: "At capacity, restarting or not ready (on /admin/*: the change did not "
+    "reach every replica in 30 s); retry after `Retry-After` seconds.",
     504: "The request's deadline passed (`resilience.request_timeout_s`).",
 }
 
@@ -89,6 +94,8 @@ def install_openapi(app: FastAPI, ctx: ServingContext) -> None:
             auth_required=bool(ctx.api_keys) or (gate is not None and not gate.open),
         )
         apply_limits(schema, ctx.args.limits, ctx.names.max_model_len)
+        if ctx.router is not None:
+            describe_live(_components(schema), list(ctx.router.releases))
         dimension = _embedding_dimension(ctx)
         props = _components(schema)
         if dimension is not None:
@@ -192,7 +199,7 @@ def document_responses(
             if (path, method) in ROUTES or path in ("/health", "/ready"):
                 op["responses"] = _responses(path, method, auth, rate_limited)
             else:
-                _other_route(op, path, auth)
+                _other_route(op, path, method, auth)
     if auth:
         components_root = schema["components"]
         components_root["securitySchemes"] = {
@@ -231,12 +238,13 @@ def _responses(
     return {"200": ok, **{str(s): _error(s) for s in statuses}}
 
 
-def _other_route(op: dict[str, Any], path: str, auth: bool) -> None:
+def _other_route(op: dict[str, Any], path: str, method: str, auth: bool) -> None:
     """A route without its own entry (admin, feedback): its own 200, the
     envelope for 400 (a body or parameters), 404 (a feature not configured),
-    413 (a body), 500, and 401 where keys are checked."""
+    413 (a body), 500, 401 where keys are checked, and an admin change's
+    409 and 503."""
     responses = {k: v for k, v in op.get("responses", {}).items() if k != "422"}
-    statuses = {404, 500}
+    statuses = {404, 500, *admin_errors(path, method)}
     if "requestBody" in op:
         statuses |= {400, 413}
     if op.get("parameters"):

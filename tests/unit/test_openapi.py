@@ -100,5 +100,5 @@ def test_request_schemas_carry_the_configured_limits(document) -> None:
 def test_a_wrong_method_is_405_with_allow(document) -> None:
     r = make_client(Script()).delete("/v1/chat/completions")
     assert r.status_code == 405
-    assert r.headers["allow"] == "POST"
+    assert r.headers["allow"] == "OPTIONS, POST"
     assert r.json()["error"]["type"] == "invalid_request_error"
