@@ -1,4 +1,5 @@
-"""Text embedders: texts in, L2-normalised float32 vectors out.
+"""Text embedders: texts (or their token ids) in, L2-normalised float32
+vectors out.
 
 Knows sentence-transformers and where the offline default lives; knows nothing
 of indexes, batching queues or Ray.
@@ -7,13 +8,19 @@ of indexes, batching queues or Ray.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from models.errors import InvalidRequestError, check_token_ids
 from models.resolve import resolve_embedder_path
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: One input: a text, or token ids of the embedder's own tokenizer (taken as
+#: they are, special tokens included, as vLLM takes them).
+EmbedInput = str | list[int]
 
 
 def quiet_model_loading() -> None:
@@ -45,10 +52,18 @@ class Embedder(abc.ABC):
         """Approximate token counts, used to form token-budget batches."""
         return [max(1, len(t) // 4) for t in texts]
 
-    def embed_with_counts(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    def embed_with_counts(
+        self, texts: Sequence[EmbedInput]
+    ) -> tuple[np.ndarray, list[int]]:
         """`embed` and `count_tokens` together (for usage); an embedder that
-        tokenizes anyway counts from that one tokenization."""
-        return self.embed(texts), self.count_tokens(texts)
+        tokenizes anyway counts from that one tokenization. Token ids need an
+        embedder with a tokenizer; this one refuses them."""
+        if any(not isinstance(t, str) for t in texts):
+            raise InvalidRequestError(
+                "this embedder takes text, not token ids", param="input"
+            )
+        strings = [t for t in texts if isinstance(t, str)]
+        return self.embed(strings), self.count_tokens(strings)
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -101,15 +116,44 @@ class SentenceTransformerEmbedder(Embedder):
         tokenizer = self._model.tokenizer
         return [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
 
-    def embed_with_counts(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    def embed_with_counts(
+        self, texts: Sequence[EmbedInput]
+    ) -> tuple[np.ndarray, list[int]]:
         """One tokenization for both: the counts are the tokens the model
-        saw (after its own truncation). Batches above `batch_size` go through
-        `encode`, which sorts them by length first."""
-        if not texts or len(texts) > self._batch_size:
-            return super().embed_with_counts(texts)
+        saw (after its own truncation). Batches above `batch_size` of texts
+        go through `encode`, which sorts them by length first; token ids go
+        through `batch_size` at a time."""
+        strings = [t for t in texts if isinstance(t, str)]
+        if len(strings) == len(texts) and (not texts or len(texts) > self._batch_size):
+            return self.embed(strings), self.count_tokens(strings)
+        if len(texts) > self._batch_size:
+            parts = [
+                self.embed_with_counts(texts[i : i + self._batch_size])
+                for i in range(0, len(texts), self._batch_size)
+            ]
+            return np.concatenate([v for v, _ in parts]), [
+                n for _, c in parts for n in c
+            ]
+        return self._forward(self._features(texts))
+
+    def _features(self, texts: Sequence[EmbedInput]) -> dict[str, Any]:
+        """The model's input: texts tokenized, token ids as they are (cut at
+        the model's length, as its tokenizer cuts text)."""
+        if all(isinstance(t, str) for t in texts):
+            return dict(self._model.preprocess(texts))
+        tokenizer = self._model.tokenizer
+        limit = self._model.max_seq_length
+        ids = [
+            tokenizer(t, truncation=True, max_length=limit)["input_ids"]
+            if isinstance(t, str)
+            else check_token_ids(t, len(tokenizer), "input")[:limit]
+            for t in texts
+        ]
+        return dict(tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
+
+    def _forward(self, features: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
         import torch
 
-        features = self._model.preprocess(texts)
         counts = [int(n) for n in features["attention_mask"].sum(dim=1)]
         device = self._model.device
         on_device = {

@@ -54,3 +54,16 @@ class InvalidRequestError(ModelError):
 
 class EngineDeadError(ModelError):
     """The generation engine stopped and cannot serve requests."""
+
+
+def check_token_ids(ids: list[int], vocab_size: int, param: str) -> list[int]:
+    """`ids` when every one is in the tokenizer's vocabulary, else an
+    `InvalidRequestError` naming the first one that is not (as vLLM does)."""
+    for i, token in enumerate(ids):
+        if not 0 <= token < vocab_size:
+            raise InvalidRequestError(
+                f"{param} holds token id {token} at position {i}, outside the "
+                f"model's vocabulary (0 to {vocab_size - 1})",
+                param=param,
+            )
+    return list(ids)

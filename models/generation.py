@@ -35,7 +35,8 @@ class GenerationRequest:
     """One generation request.
 
     Exactly one of `messages` (chat; the engine applies the model's chat
-    template) or `prompt` (plain completion) is set.
+    template), `prompt` (plain completion) or `prompt_token_ids` (a plain
+    completion already tokenized by the client) is set.
     """
 
     request_id: str
@@ -48,10 +49,12 @@ class GenerationRequest:
     # rank among its tenant's running ones, tenants.fairshare); engines
     # without priorities ignore it.
     priority: int = 0
+    prompt_token_ids: list[int] | None = None
 
     def __post_init__(self) -> None:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("set exactly one of messages or prompt")
+        given = [self.messages, self.prompt, self.prompt_token_ids]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("set exactly one of messages, prompt or prompt_token_ids")
 
 
 @dataclass

@@ -19,7 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from models.config import GeneratorConfig
-from models.errors import EngineDeadError, InvalidRequestError, PromptTooLongError
+from models.errors import (
+    EngineDeadError,
+    InvalidRequestError,
+    PromptTooLongError,
+    check_token_ids,
+)
 from models.generation import (
     Chunk,
     GenerationEngine,
@@ -185,6 +190,8 @@ class VLLMEngine(GenerationEngine):
             Token ids.
         """
         tokenizer = self._require_started()._tokenizer
+        if request.prompt_token_ids is not None:
+            return check_token_ids(request.prompt_token_ids, len(tokenizer), "prompt")
         if request.messages is not None:
             text = tokenizer.apply_chat_template(
                 request.messages, tokenize=False, add_generation_prompt=True

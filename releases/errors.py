@@ -24,3 +24,9 @@ class ArtifactMismatchError(ReleaseError):
 
 class TrafficError(ReleaseError):
     """Weights, a shadow share, a promote or a rollback that cannot apply."""
+
+
+class TrafficConflictError(TrafficError):
+    """A well-formed change the live state cannot take now (a release not
+    warm or retired, nothing to roll back to or restore, a promote of the
+    release that takes all traffic): HTTP 409, not 400."""

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from releases.errors import TrafficError
+from releases.errors import TrafficConflictError, TrafficError
 
 #: Sticky buckets: fine enough that a 1% weight gets its share.
 BUCKETS = 10_000
@@ -116,13 +116,13 @@ def _check_warm(names: Iterable[str], warm: Mapping[str, str]) -> None:
     for name in names:
         state = warm.get(name, "unknown")
         if state == "retired":
-            raise TrafficError(
+            raise TrafficConflictError(
                 f"release {name!r} is retired (the deployments only it used were "
                 f"scaled to zero after its grace period); `ragserve release "
                 f"restore {name}` brings it back, and it takes traffic once warm"
             )
         if state != "warm":
-            raise TrafficError(
+            raise TrafficConflictError(
                 f"release {name!r} is not warm yet ({state}); it takes traffic "
                 "once its deployments are ready and its warm-up queries passed"
             )
@@ -151,7 +151,7 @@ def set_weights(
     _check_known(shadow, live)
     for name, share in shadow.items():
         if full.get(name) == 100:
-            raise TrafficError(
+            raise TrafficConflictError(
                 f"release {name!r} already takes all traffic; a shadow share on "
                 "it would mirror requests to itself"
             )
@@ -181,7 +181,7 @@ def promote(state: TrafficState, name: str, warm: Mapping[str, str]) -> TrafficS
     """`name` to 100% and stable; the previous stable becomes the rollback target."""
     _check_known([name], list(warm))
     if state.stable == name and state.weights.get(name) == 100:
-        raise TrafficError(
+        raise TrafficConflictError(
             f"release {name!r} already takes all traffic; nothing to promote"
         )
     return set_weights(state, {name: 100}, None, warm)
@@ -196,7 +196,7 @@ def rollback(state: TrafficState, warm: Mapping[str, str]) -> TrafficState:
     else:
         history = [n for n in state.history if n in live and n != state.stable]
         if not history:
-            raise TrafficError(
+            raise TrafficConflictError(
                 f"nothing to roll back to: {state.stable!r} takes all traffic and "
                 "no earlier stable release is live in this graph"
             )
@@ -298,7 +298,7 @@ def restore(
     """
     _check_known([name], live)
     if name not in state.retired:
-        raise TrafficError(
+        raise TrafficConflictError(
             f"release {name!r} is not retired (retired: "
             f"{', '.join(state.retired) or 'none'}); nothing to restore"
         )

@@ -28,11 +28,37 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
 
 from tenants.keys import hash_key, hint, new_key
 from tenants.records import Limits, Tenant, TenantError, check_name
+
+#: Marks a value stored JSON-encoded by `NulSafeText`.
+_ENCODED = "\x1bjson:"
+
+
+class NulSafeText(TypeDecorator[str]):
+    """Client text that may hold NUL (valid UTF-8, a real token), which
+    PostgreSQL's text cannot: such a value (or one that starts with the
+    marker) is stored as the marker and its JSON, every other value as it is,
+    so rows written before stay readable and every value round-trips."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and ("\x00" in value or value.startswith(_ENCODED)):
+            return _ENCODED + json.dumps(value)
+        return value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and value.startswith(_ENCODED):
+            decoded: str = json.loads(value.removeprefix(_ENCODED))
+            return decoded
+        return value
+
 
 _meta = MetaData()
 tenants_table = Table(
@@ -69,7 +95,7 @@ feedback_table = Table(
     Column("release", String(128)),
     Column("trace_id", String(32)),
     Column("rating", Integer, nullable=False),
-    Column("comment", Text),
+    Column("comment", NulSafeText),
     Column("created_at", Float, nullable=False),
 )
 version_table = Table(
@@ -280,6 +306,16 @@ class TenantStore:
                     created_at=time.time(),
                 )
             )
+
+    def feedback_comments(self, completion_id: str) -> list[str | None]:
+        """The comments left on a completion, oldest first."""
+        query = (
+            select(feedback_table.c.comment)
+            .where(feedback_table.c.completion_id == completion_id)
+            .order_by(feedback_table.c.seq)
+        )
+        with self._engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
 
     def feedback_counts(self, release: str | None = None) -> dict[int, int]:
         """Ratings counted (for a release, or all): {1: n, -1: m}."""

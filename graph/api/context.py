@@ -20,6 +20,7 @@ from graph.config import RagServingArgs
 from graph.gate.tenancy import TenantGate
 from graph.pipeline import RagPipeline
 from graph.routing.router import ReleaseRouter
+from models.embedder import EmbedInput
 from models.resolve import EMBEDDER_HUB_ID
 
 
@@ -39,7 +40,7 @@ class ServingContext:
     args: RagServingArgs
     pipeline: RagPipeline
     names: ModelNames
-    embed_with_usage: Callable[[list[str]], Awaitable[tuple[np.ndarray, int]]]
+    embed_with_usage: Callable[[list[EmbedInput]], Awaitable[tuple[np.ndarray, int]]]
     readiness: Callable[[], Awaitable[dict[str, str]]]
     api_keys: frozenset[str] = frozenset()
     #: The live releases and weights; None serves `pipeline` alone (tests).

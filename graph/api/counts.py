@@ -44,7 +44,9 @@ def counted(param: str) -> BeforeValidator:
 
     def check(value: Any) -> Any:
         limits = _LIMITS.get()
-        if limits is not None and isinstance(value, list):
+        # A flat list of token ids is one input, not a list of them.
+        ids = bool(value) and isinstance(value, list) and isinstance(value[0], int)
+        if limits is not None and isinstance(value, list) and not ids:
             limit = getattr(limits, key)
             if len(value) > limit:
                 raise PydanticCustomError(

@@ -1,5 +1,6 @@
 """The app's exception handlers: every error, validation and routing ones
-included, answered in the one envelope of `graph.errors`."""
+included, answered in the one envelope of `graph.errors`; OPTIONS answered
+with the path's true `Allow`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from graph.errors import LIMIT_EXCEEDED, APIError, error_response, to_api_error
 from models.errors import ModelError
@@ -55,6 +57,17 @@ def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of `app` serves at the request's path (with
+    HEAD for GET, and OPTIONS, which this app answers for every path)."""
+    methods: set[str] = {"OPTIONS"}
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error through the envelope."""
 
@@ -99,17 +112,23 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         status = exc.status_code
         message = str(exc.detail) if exc.detail else "error"
+        headers = dict(exc.headers or {})
         if status == 404:
             message = f"No route {request.method} {request.url.path}."
         elif status == 405:
+            # Starlette names only the first matching route's methods; a path
+            # served by several routes (GET and POST /admin/traffic) has all.
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
             message = f"Method {request.method} not allowed on {request.url.path}."
         response = error_response(
             APIError(status, message), getattr(request.state, "request_id", None)
         )
-        for name, value in (exc.headers or {}).items():  # Allow, on a 405
+        for name, value in headers.items():  # Allow, on a 405
             response.headers[name] = value
         return response
 

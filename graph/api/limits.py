@@ -23,14 +23,16 @@ def _refuse(message: str, param: str, key: str) -> APIError:
 
 
 def _check_texts(
-    texts: Iterable[tuple[str, str]], limits: LimitsConfig, total_param: str
+    texts: Iterable[tuple[str, p.Prompt]], limits: LimitsConfig, total_param: str
 ) -> None:
-    """`texts` are (param, text) pairs; `total_param` names them all."""
+    """`texts` are (param, text) pairs; `total_param` names them all. Token
+    ids count as text, one character each (no token is shorter)."""
     total = 0
     for param, text in texts:
         if len(text) > limits.max_text_chars:
+            unit = "token ids" if isinstance(text, list) else "characters"
             raise _refuse(
-                f"{param} has {len(text)} characters; at most "
+                f"{param} has {len(text)} {unit}; at most "
                 f"{limits.max_text_chars} are allowed",
                 param,
                 "max_text_chars",
@@ -71,7 +73,7 @@ def _check_max_tokens(param: str, value: int | None, max_model_len: int) -> None
         )
 
 
-def _stop_texts(body: p._Sampling) -> list[tuple[str, str]]:
+def _stop_texts(body: p._Sampling) -> list[tuple[str, p.Prompt]]:
     return [(f"stop.{i}", s) for i, s in enumerate(body.stop_list())]
 
 
@@ -94,13 +96,15 @@ def check_completion(
     body: p.CompletionRequest, limits: LimitsConfig, max_model_len: int
 ) -> None:
     """Raise a 400 `APIError` naming the field when `body` exceeds a limit."""
-    _check_texts([("prompt", body.prompt_text()), *_stop_texts(body)], limits, "prompt")
+    _check_texts(
+        [("prompt", body.prompt_input()), *_stop_texts(body)], limits, "prompt"
+    )
     _check_max_tokens("max_tokens", body.max_tokens, max_model_len)
 
 
 def check_embeddings(body: p.EmbeddingRequest, limits: LimitsConfig) -> None:
     """Raise a 400 `APIError` naming the field when `body` exceeds a limit."""
-    texts = body.texts()
+    texts = body.inputs()
     _check_count(
         "input", len(texts), limits.max_embedding_inputs, "max_embedding_inputs"
     )

@@ -9,7 +9,10 @@ document from the routes; this module corrects it once, on first request.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from graph.api import protocol as p
 from graph.api.context import ServingContext
+from graph.api.openapi_admin import admin_errors, describe_live
 from graph.api.wire_types import INT64_MAX, INT64_MIN
 from graph.limits_config import LimitsConfig
 
@@ -40,11 +44,15 @@ ERRORS = {
     400: "Invalid JSON, field or value, or a limit exceeded; `param` names the field.",
     401: "Missing or invalid API key.",
     403: "A tenant's key on an admin route (they take an operator key).",
-    404: "The model named is not served here.",
+    404: "The model named is not served here (on /admin/*: this graph routes "
+    "no releases).",
+    409: "The live traffic cannot take this change now (a release not warm or "
+    "retired, nothing to roll back to or restore, already promoted).",
     413: "The body exceeds `limits.max_body_bytes`.",
     429: "Over the tenant's rate limit or quota; retry after `Retry-After`.",
     500: "Internal error; the message quotes the request id.",
-    503: "At capacity, restarting or not ready; retry after `Retry-After` seconds.",
+    503: "At capacity, restarting or not ready (on /admin/*: the change did not "
+    "reach every replica in 30 s); retry after `Retry-After` seconds.",
     504: "The request's deadline passed (`resilience.request_timeout_s`).",
 }
 
@@ -86,10 +94,24 @@ def install_openapi(app: FastAPI, ctx: ServingContext) -> None:
             auth_required=bool(ctx.api_keys) or (gate is not None and not gate.open),
         )
         apply_limits(schema, ctx.args.limits, ctx.names.max_model_len)
+        if ctx.router is not None:
+            describe_live(_components(schema), list(ctx.router.releases))
         dimension = _embedding_dimension(ctx)
+        props = _components(schema)
         if dimension is not None:
-            dims = _components(schema)["EmbeddingRequest"]["properties"]
+            dims = props["EmbeddingRequest"]["properties"]
             _integers(dims["dimensions"], minimum=dimension, maximum=dimension)
+        models = ctx.args.models
+        for request, field, vocab in (
+            ("EmbeddingRequest", "input", _vocab(models.embedder.model, "embedder")),
+            (
+                "CompletionRequest",
+                "prompt",
+                _vocab(models.generator.model, "generator"),
+            ),
+        ):
+            if vocab is not None:
+                _token_ids(props[request]["properties"][field], maximum=vocab - 1)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -102,6 +124,23 @@ def _embedding_dimension(ctx: ServingContext) -> int | None:
 
     try:
         return read_manifest(ctx.args.retrieval.index_dir).dimension
+    except Exception:
+        return None
+
+
+@functools.cache
+def _vocab(spec: str, kind: str) -> int | None:
+    """The vocabulary size of a model's tokenizer (its largest token id + 1),
+    from the model folder's config; None when it cannot be read."""
+    from models.resolve import resolve_embedder_path, resolve_generator_path
+
+    try:
+        if kind == "embedder":
+            path = resolve_embedder_path(spec)[0]
+        else:
+            path = resolve_generator_path(spec)
+        config = json.loads((Path(path) / "config.json").read_text())
+        return int(config["vocab_size"])
     except Exception:
         return None
 
@@ -160,7 +199,7 @@ def document_responses(
             if (path, method) in ROUTES or path in ("/health", "/ready"):
                 op["responses"] = _responses(path, method, auth, rate_limited)
             else:
-                _other_route(op, path, auth)
+                _other_route(op, path, method, auth)
     if auth:
         components_root = schema["components"]
         components_root["securitySchemes"] = {
@@ -199,12 +238,13 @@ def _responses(
     return {"200": ok, **{str(s): _error(s) for s in statuses}}
 
 
-def _other_route(op: dict[str, Any], path: str, auth: bool) -> None:
+def _other_route(op: dict[str, Any], path: str, method: str, auth: bool) -> None:
     """A route without its own entry (admin, feedback): its own 200, the
     envelope for 400 (a body or parameters), 404 (a feature not configured),
-    413 (a body), 500, and 401 where keys are checked."""
+    413 (a body), 500, 401 where keys are checked, and an admin change's
+    409 and 503."""
     responses = {k: v for k, v in op.get("responses", {}).items() if k != "422"}
-    statuses = {404, 500}
+    statuses = {404, 500, *admin_errors(path, method)}
     if "requestBody" in op:
         statuses |= {400, 413}
     if op.get("parameters"):
@@ -253,9 +293,27 @@ def _strings(prop: dict[str, Any], **constraints: int) -> None:
             items.update(constraints)
 
 
+def _is_token_ids(array: dict[str, Any]) -> bool:
+    return bool(array.get("items", {}).get("type") == "integer")
+
+
 def _arrays(prop: dict[str, Any], **constraints: int) -> None:
+    """Constrain every list a property may be, token-id lists apart."""
     for option in _variants(prop, "array"):
-        option.update(constraints)
+        if not _is_token_ids(option):
+            option.update(constraints)
+
+
+def _token_ids(prop: dict[str, Any], **constraints: int) -> None:
+    """Constrain every token-id list a property may be: its length given as
+    `minItems`/`maxItems`, its ids as `minimum`/`maximum`."""
+    lengths = {k: v for k, v in constraints.items() if k.endswith("Items")}
+    ids = {k: v for k, v in constraints.items() if k not in lengths}
+    for array in _variants(prop, "array"):
+        lists = [array, array.get("items", {})]
+        for ids_list in (x for x in lists if _is_token_ids(x)):
+            ids_list.update(lengths)
+            ids_list["items"].update(ids)
 
 
 def _integers(prop: dict[str, Any], **constraints: int) -> None:
@@ -289,6 +347,9 @@ def apply_limits(schema: dict[str, Any], limits: LimitsConfig, context: int) -> 
     embed = props["EmbeddingRequest"]
     _strings(embed["input"], minLength=1, maxLength=text)
     _arrays(embed["input"], minItems=1, maxItems=limits.max_embedding_inputs)
+    for prompt in (cmpl["prompt"], embed["input"]):
+        # A token id counts as one character of text (no token is shorter).
+        _token_ids(prompt, minItems=1, maxItems=text)
     rerank = props["RerankRequest"]
     _strings(rerank["query"], maxLength=text)
     _strings(rerank["documents"], maxLength=text)

@@ -3,11 +3,12 @@
 Requests forbid unknown fields, so an unsupported OpenAI option (`tools`,
 `logprobs`, ...) is a 400 naming the field rather than silently ignored.
 Sampling fields carry the ranges vLLM's `SamplingParams` accepts, and every
-text field refuses what no tokenizer or database can hold (lone UTF-16
-surrogates, NUL), so a bad value is a 400 at the edge, never a 500 in an
-engine (the field types are `graph.api.wire_types`). Counts that come from config
-are refused while validating (`graph.api.counts`), the other limits in
-`graph.api.limits`.
+text field refuses only what cannot be encoded (lone UTF-16 surrogates; NUL
+is text), so a bad value is a 400 at the edge, never a 500 in an engine (the
+field types are `graph.api.wire_types`). A completion's prompt and an
+embedding's input may be token ids, as OpenAI and vLLM accept them. Counts
+that come from config are refused while validating (`graph.api.counts`), the
+other limits in `graph.api.limits`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from graph.api.wire_types import (
     Int,
     ShortText,
     Text,
+    TokenIds,
     _Request,
     _Response,
 )
@@ -217,19 +219,28 @@ class ChatCompletionChunk(_Response):
 # --- completions --------------------------------------------------------------
 
 
+#: What `/v1/completions` and `/v1/embeddings` take as one prompt or input.
+Prompt = str | list[int]
+
+
 class CompletionRequest(_Sampling):
-    prompt: Text | list[Text] = Field(description="One non-empty prompt.")
+    prompt: Text | list[Text] | TokenIds | list[TokenIds] = Field(
+        union_mode="left_to_right",
+        description="One non-empty prompt: text, or token ids of the model's "
+        "tokenizer (as vLLM takes them).",
+    )
     echo: bool = Field(
         False, json_schema_extra={"const": False}, description="Only false."
     )
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, v: str | list[str]) -> str | list[str]:
+    def _one_prompt(cls, v: Any) -> Any:
+        if _is_token_ids(v):
+            return v
         if isinstance(v, list) and len(v) != 1:
             raise ValueError("exactly one prompt is supported")
-        text = v if isinstance(v, str) else v[0]
-        if not text:
+        if not (v if isinstance(v, str) else v[0]):
             raise ValueError("prompt must not be empty")
         return v
 
@@ -240,8 +251,15 @@ class CompletionRequest(_Sampling):
             raise ValueError("echo is not supported")
         return v
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompt_input(self) -> Prompt:
+        """The one prompt: its text, or its token ids."""
+        v: Any = self.prompt
+        return v if isinstance(v, str) or _is_token_ids(v) else v[0]
+
+
+def _is_token_ids(v: Any) -> bool:
+    """A flat list of token ids (one prompt or input), not a list of them."""
+    return isinstance(v, list) and bool(v) and isinstance(v[0], int)
 
 
 class CompletionChoice(_Response):
@@ -265,8 +283,12 @@ class CompletionResponse(_Response):
 
 
 class EmbeddingRequest(_Request):
-    input: Annotated[Text | list[Text], counted("input")] = Field(
-        description="Non-empty texts to embed."
+    input: Annotated[
+        Text | list[Text] | TokenIds | list[TokenIds], counted("input")
+    ] = Field(
+        union_mode="left_to_right",
+        description="Non-empty texts to embed, or token ids of the embedder's "
+        "tokenizer (taken as they are, as vLLM does).",
     )
     model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -275,8 +297,8 @@ class EmbeddingRequest(_Request):
 
     @field_validator("input")
     @classmethod
-    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
-        items = [v] if isinstance(v, str) else v
+    def _non_empty(cls, v: Any) -> Any:
+        items = [v] if isinstance(v, str) or _is_token_ids(v) else v
         if not items:
             raise ValueError("input must not be empty")
         if len(items) > 2048:
@@ -285,8 +307,10 @@ class EmbeddingRequest(_Request):
             raise ValueError("input strings must not be empty")
         return v
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[Prompt]:
+        """Each input: a text or its token ids."""
+        v: Any = self.input
+        return [v] if isinstance(v, str) or _is_token_ids(v) else list(v)
 
 
 class EmbeddingData(_Response):

@@ -1,6 +1,6 @@
 """The field types and base models every wire model shares: strict integers
-that accept `35.0`, text that refuses what no tokenizer or database can hold
-(lone UTF-16 surrogates, NUL), the request and response bases."""
+that accept `35.0`, text that refuses only what cannot be encoded (lone UTF-16
+surrogates), token-id arrays, the request and response bases."""
 
 from __future__ import annotations
 
@@ -16,22 +16,22 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_TOKENS_CAP = 2**31 - 1
 
 
-_UNENCODABLE = re.compile("[\ud800-\udfff\x00]")
+_UNENCODABLE = re.compile("[\ud800-\udfff]")
+#: Token ids travel as vLLM's engine carries them: non-negative int32.
+TOKEN_ID_MAX = 2**31 - 1
 
 
 def _encodable(text: str) -> str:
-    """Refuse text that cannot be UTF-8 encoded (lone surrogates) and NUL.
+    """Refuse text that cannot be UTF-8 encoded (lone surrogates).
 
-    NUL is refused rather than kept: no tokenizer needs it, C-string APIs and
-    PostgreSQL text cannot hold it, and refusing it everywhere is the one
-    rule that stays consistent from the HTTP edge to the audit log.
+    NUL is valid UTF-8 and a real token (vLLM and OpenAI accept it), so it is
+    kept; the stores that cannot hold it escape it (`tenants.store`), and the
+    audit log's JSON writes it as `\\u0000`.
     """
     bad = _UNENCODABLE.search(text)
     if bad is None:
         return text
     ch, at = bad.group(), bad.start()
-    if ch == "\x00":
-        raise ValueError(f"text holds a NUL character at character {at}")
     raise ValueError(
         f"text holds a lone UTF-16 surrogate (U+{ord(ch):04X}) at character "
         f"{at}; send valid Unicode"
@@ -49,22 +49,20 @@ def _whole_number(value: Any) -> Any:
 #: An integer field: strict, but `35.0` counts.
 Int = Annotated[int, BeforeValidator(_whole_number)]
 
-#: Any text a client sends; the schema's pattern tells generators about NUL
-#: (JSON Schema cannot express "no lone surrogate").
-Text = Annotated[
-    str,
-    AfterValidator(_encodable),
-    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
-]
+#: Any text a client sends (JSON Schema cannot express "no lone surrogate";
+#: JSON generators make none).
+Text = Annotated[str, AfterValidator(_encodable)]
 
 #: A name or user id: `Text` of at most 256 characters (the length checked
 #: first, so its error says "characters").
-ShortText = Annotated[
-    str,
-    Field(max_length=256),
-    AfterValidator(_encodable),
-    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
-]
+ShortText = Annotated[str, Field(max_length=256), AfterValidator(_encodable)]
+
+#: One token id of the model's own tokenizer (the engine refuses an id past
+#: its vocabulary, naming it).
+TokenId = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=TOKEN_ID_MAX)]
+
+#: A prompt or input given as token ids, as OpenAI and vLLM accept it.
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 
 
 class _Request(BaseModel):

@@ -22,14 +22,26 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from graph.cli.args import CLIError, load_args
+from graph.cli.args import CLIError, at_least, load_args
 from graph.cli.eval import add_eval_command
 from graph.cli.index import add_index_commands
 from graph.cli.releases import ReleaseCLIError, add_release_commands
 from graph.cli.tenants import register as register_tenants
 from graph.config import ConfigError, RagServingArgs
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming it (`ragserve: error:
+    argument --port: invalid int value: 'x'`), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            2,
+            f"ragserve: error: {self.prog.removeprefix('ragserve ')}: "
+            f"{message} (see --help)\n",
+        )
 
 
 def _offline_defaults() -> None:
@@ -179,13 +191,15 @@ def _add_ask(sub: Any) -> None:
     ask.add_argument("--index", help="index folder (default: retrieval.index_dir)")
     ask.add_argument("--model", help="generator model folder or hub id")
     ask.add_argument("--embedder", help="embedder model (must match the index)")
-    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument("--max-tokens", type=at_least(1))
     ask.add_argument(
-        "--temperature", type=float, help="default: models.generator.temperature"
+        "--temperature",
+        type=at_least(0.0, float),
+        help="default: models.generator.temperature",
     )
     ask.add_argument("--seed", type=int)
-    ask.add_argument("--top-k", type=int)
-    ask.add_argument("--top-n", type=int)
+    ask.add_argument("--top-k", type=at_least(1))
+    ask.add_argument("--top-n", type=at_least(1))
     ask.add_argument("--no-rerank", action="store_true")
     ask.add_argument("--no-retrieval", action="store_true")
     _add_config_flags(ask)
@@ -200,7 +214,12 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--embedder", help="embedder model (must match the index)")
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    serve.add_argument("--address", help="join an existing Ray cluster instead")
+    serve.add_argument(
+        "--address",
+        type=_ray_address,
+        help="join an existing Ray cluster instead (auto, HOST:PORT or "
+        "ray://HOST:PORT)",
+    )
     serve.add_argument(
         "--release",
         action="append",
@@ -215,10 +234,20 @@ def _add_serve(sub: Any) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
+def _ray_address(raw: str) -> str:
+    """What `ray.init(address=...)` takes: auto, HOST:PORT, ray://HOST:PORT."""
+    if raw == "auto":
+        return raw
+    host, _, port = raw.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not auto, HOST:PORT or ray://HOST:PORT"
+        )
+    return raw
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ragserve", description="RAG serving graph on Ray Serve."
-    )
+    parser = _Parser(prog="ragserve", description="RAG serving graph on Ray Serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -257,9 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from graph.cli.env import EnvError, check_environment
+
     _offline_defaults()
     parser = build_parser()
     ns = parser.parse_args(argv)
+    try:
+        check_environment()  # before any command starts anything
+    except EnvError as exc:
+        print(f"ragserve: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if ns.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

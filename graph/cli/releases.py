@@ -23,6 +23,8 @@ import os
 import time
 from typing import Any
 
+from graph.cli.args import at_least
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -357,7 +359,9 @@ def _address_flag(p: argparse.ArgumentParser) -> None:
         "--address",
         help=f"the graph's URL (default $RAGSERVE_URL or {DEFAULT_URL})",
     )
-    p.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--timeout", type=at_least(0.001, float), default=60.0, help=argparse.SUPPRESS
+    )
 
 
 def add_release_commands(sub: Any, add_config_flags: Any) -> None:
@@ -420,7 +424,7 @@ def add_release_commands(sub: Any, add_config_flags: Any) -> None:
     restore.add_argument("name")
     restore.add_argument(
         "--wait-s",
-        type=float,
+        type=at_least(0.0, float),
         default=600.0,
         help="how long to wait for it to be warm (0: do not wait)",
     )

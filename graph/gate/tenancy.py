@@ -24,6 +24,7 @@ from graph.config import RagServingArgs
 from graph.errors import APIError, error_response
 from graph.gate.admission import CURRENT, Admission, Principal
 from graph.gate.metering import charged, wait_for_slot
+from models.embedder import EmbedInput
 from models.generation import Chunk, GenerationRequest
 from telemetry.metrics import metrics
 from telemetry.tracing import CURRENT_RELEASE, trace_id_hex
@@ -279,11 +280,11 @@ class TenantGate:
         )
 
     def meter_embed(
-        self, embed: Callable[[list[str]], Awaitable[Any]]
-    ) -> Callable[[list[str]], Awaitable[Any]]:
+        self, embed: Callable[[list[EmbedInput]], Awaitable[Any]]
+    ) -> Callable[[list[EmbedInput]], Awaitable[Any]]:
         """Charge `/v1/embeddings` input tokens to the caller."""
 
-        async def metered(texts: list[str]) -> Any:
+        async def metered(texts: list[EmbedInput]) -> Any:
             vectors, tokens = await embed(texts)
             adm = CURRENT.get()
             if adm is not None and adm.lease is not None and tokens:

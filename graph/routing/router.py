@@ -22,7 +22,7 @@ from graph.errors import APIError
 from releases import traffic as policy
 from releases.canary import CanaryPolicy, OutcomeWindow, judge
 from releases.config import FaultInjection
-from releases.errors import TrafficError
+from releases.errors import TrafficConflictError, TrafficError
 from releases.traffic import TrafficState
 
 logger = logging.getLogger("ragserve.releases")
@@ -241,11 +241,14 @@ class ReleaseRouter(Generic[C]):
         write it to the audit log.
 
         Raises:
-            APIError: 400 with the rule it breaks; nothing changes then.
+            APIError: 400 with the rule it breaks, 409 when the live state
+                cannot take it now; nothing changes then.
         """
         async with self._lock:
             try:
                 new = make(self.state)
+            except TrafficConflictError as exc:
+                raise APIError(409, str(exc), code="traffic_conflict") from None
             except TrafficError as exc:
                 raise APIError(400, str(exc), code="invalid_traffic") from None
             before = self.state

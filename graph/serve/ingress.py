@@ -36,6 +36,7 @@ from graph.serve.groups import LocalHandle, StepSpec, build_steps
 from graph.serve.handles import call_step, stream_generate
 from graph.serve.heap import start_heap_trimmer
 from graph.serve.serve_config import apply_ingress_user_config, scale_entry
+from models.embedder import EmbedInput
 from models.generation import Chunk, GenerationRequest, SamplingOptions
 from releases.config import FaultInjection
 from releases.traffic import TrafficState
@@ -234,7 +235,7 @@ def release_context(
     async def embed(texts: list[str]) -> np.ndarray:
         return await call_step(embedder.embed, texts, config=policy)
 
-    async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
+    async def embed_with_usage(texts: list[EmbedInput]) -> tuple[np.ndarray, int]:
         return await call_step(embedder.embed_with_usage, texts, config=policy)
 
     async def retrieve(

@@ -29,13 +29,14 @@ async def serve(config: str, host: str, port: int, max_lifetime_s: float) -> Non
     from graph.api.app import ServingContext, api_keys, create_app, model_names
     from graph.config import RagServingArgs
     from graph.local import LocalGraph
+    from models.embedder import EmbedInput
 
     args = RagServingArgs.load(config)
     graph = LocalGraph(args)
     await graph.start()
     embedder = graph.embedder
 
-    async def embed_with_usage(texts: list[str]) -> tuple[np.ndarray, int]:
+    async def embed_with_usage(texts: list[EmbedInput]) -> tuple[np.ndarray, int]:
         def run() -> tuple[np.ndarray, int]:
             vectors, counts = embedder.embed_with_counts(texts)
             return vectors, int(sum(counts))

@@ -208,6 +208,33 @@ async def test_text_that_cannot_be_encoded_is_an_invalid_request(
         await _collect(engine, _request("surrogate", prompt="a\ud800b"))
 
 
+async def test_token_ids_are_the_prompt_as_given(engine: VLLMEngine) -> None:
+    text = _request("as-text", prompt="The serving graph streams tokens", max_tokens=6)
+    ids = engine.render_prompt(text)
+    as_ids = GenerationRequest(
+        request_id="as-ids",
+        prompt_token_ids=ids,
+        sampling=SamplingOptions(max_tokens=6, temperature=0.0),
+    )
+
+    by_text, by_ids = await _collect(engine, text), await _collect(engine, as_ids)
+
+    assert engine.render_prompt(as_ids) == ids
+    assert by_ids[-1].prompt_tokens == len(ids)
+    assert _text(by_ids) == _text(by_text)
+
+
+async def test_a_token_id_past_the_vocabulary_is_an_invalid_request(
+    engine: VLLMEngine,
+) -> None:
+    vocab = len(engine._require_started()._tokenizer)
+    request = GenerationRequest(
+        request_id="oov", prompt_token_ids=[1, vocab], sampling=SamplingOptions()
+    )
+    with pytest.raises(InvalidRequestError, match=f"token id {vocab} at position 1"):
+        await _collect(engine, request)
+
+
 async def test_closing_the_stream_early_aborts_the_request(
     engine: VLLMEngine,
 ) -> None:

@@ -201,6 +201,6 @@ def test_a_pin_to_a_retired_release_is_refused() -> None:
         == "B"
     )
     r = client.post("/admin/restore", json={"release": "B"})
-    assert r.status_code == 400 and "not retired" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "not retired" in r.json()["error"]["message"]
     r = client.post("/admin/restore", json={"release": "A"})
     assert r.status_code == 200 and router.state.retired == []

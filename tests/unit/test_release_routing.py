@@ -129,22 +129,27 @@ def test_pin_sticky_and_names_on_answers(client: TestClient) -> None:
 
 def test_admin_changes_are_checked_first(client: TestClient, router) -> None:
     before = client.get("/admin/traffic").json()
-    for body, needle in (
-        ({"weights": {"A": 50, "B": 10}}, "sum to 100"),
-        ({"weights": {"A": 90, "C": 10}}, "not warm yet (warming)"),
-        ({"weights": {"A": 100}, "shadow": {"A": 5}}, "already takes all traffic"),
-        ({"weights": {"A": 110, "B": -10}}, "negative"),
+    for body, status, needle in (
+        ({"weights": {"A": 50, "B": 10}}, 400, "sum to 100"),
+        ({"weights": {"A": 90, "C": 10}}, 409, "not warm yet (warming)"),
+        ({"weights": {"A": 100}, "shadow": {"A": 5}}, 409, "already takes all"),
+        ({"weights": {"A": 110, "B": -10}}, 400, "less than or equal to 100"),
+        ({"weights": {}}, 400, "at least 1 item"),
+        ({"weights": {"A": 90, "Z": 10}}, 400, "'Z' is not live"),
     ):
         r = client.post("/admin/traffic", json=body)
-        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+        assert r.status_code == status, r.text
+        assert needle in r.json()["error"]["message"], r.text
     assert client.get("/admin/traffic").json() == before
     r = client.post("/admin/promote", json={"release": "B"})
     assert r.status_code == 200 and router.state.weights["B"] == 100
     assert client.post("/admin/rollback").json()["stable"] == "A"
     r = client.post("/admin/rollback")
     assert (
-        r.status_code == 400 and "nothing to roll back" in r.json()["error"]["message"]
+        r.status_code == 409 and "nothing to roll back" in r.json()["error"]["message"]
     )
+    assert client.post("/admin/promote", json={"release": "A"}).status_code == 409
+    assert client.post("/admin/promote", json={"release": ""}).status_code == 400
 
 
 async def test_judge_takes_a_slow_canarys_weight(router: ReleaseRouter) -> None:

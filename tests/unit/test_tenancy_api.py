@@ -221,6 +221,15 @@ def test_feedback_on_own_completion_only(graph: Graph) -> None:
     bad = rate(a, {"id": done["id"], "rating": 7})
     assert bad.status_code == 400 and "rating" in bad.json()["error"]["message"]
     assert graph.store.feedback_counts() == {-1: 1}
+    nul = rate(a, {"id": done["id"], "rating": 1, "comment": "ok\x00then"})
+    assert nul.status_code == 200, nul.text
+    assert graph.store.feedback_comments(done["id"]) == ["off", "ok\x00then"]
+    lone = graph.client.post(
+        "/v1/feedback",
+        content=f'{{"id": "{done["id"]}", "rating": 1, "comment": "\\ud800"}}',
+        headers={"Authorization": f"Bearer {a}", "content-type": "application/json"},
+    )
+    assert lone.status_code == 400 and lone.json()["error"]["param"] == "comment"
 
 
 def test_every_request_is_audited_without_content(graph: Graph) -> None:

@@ -129,3 +129,17 @@ def test_request_path_does_not_wait_for_disk(tmp_path: Path) -> None:
     assert log.flush(30)
     log.close()
     assert verify(tmp_path / "audit.jsonl").records == 2000
+
+
+def test_nul_in_a_field_is_written_escaped_and_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.admin("cli:test", "tenant.add", None, {"note": "a\x00b"})
+    log.request(tenant="acme", status=200, request_id="r\x00")
+    log.close()
+    raw = path.read_bytes()
+    assert b"\x00" not in raw and raw.count(b"\\u0000") == 2
+    assert verify(path).ok
+    records = list(query(path))
+    assert records[0]["after"] == {"note": "a\x00b"}
+    assert records[1]["request_id"] == "r\x00"

@@ -101,3 +101,23 @@ def test_releases_parsing() -> None:
     assert parse_releases(None) is None
     with pytest.raises(TenantError, match="--releases"):
         parse_releases("a,,b")
+
+
+def test_comments_with_nul_are_stored_without_it_and_read_back(
+    store: TenantStore, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    store.record_completions([Completion("cmpl-nul", "acme", None, None)])
+    done = store.completion("cmpl-nul")
+    assert done is not None
+    marker_like = "\x1bjson:not encoded by the client"
+    for comment in ("a\x00b", marker_like, "plain", None):
+        store.add_feedback(done, 1, comment)
+    assert store.feedback_comments("cmpl-nul") == ["a\x00b", marker_like, "plain", None]
+    with sqlite3.connect(tmp_path / "tenants.db") as raw:
+        stored = [row[0] for row in raw.execute("SELECT comment FROM feedback")]
+    # PostgreSQL's text cannot hold NUL: nothing stored holds one; rows written
+    # before (plain text) are read as they are.
+    assert not any("\x00" in (s or "") for s in stored)
+    assert stored[2:] == ["plain", None]

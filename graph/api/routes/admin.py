@@ -3,19 +3,22 @@ the live weights and the releases they keep deployed.
 
 What `ragserve traffic` and `ragserve release promote|rollback` call. A change
 is checked against the live releases and their warm-up first (400 naming the
-rule, nothing changed), then applied to every ingress replica through Serve's
-user_config, and answered once this replica runs with it.
+rule, 409 when the live state cannot take it now; nothing changed), then
+applied to every ingress replica through Serve's user_config, and answered
+once this replica runs with it. `graph.api.openapi_admin` writes the live
+release names and the weights' sum into the schema.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.api.context import Ctx, ServingContext
+from graph.api.wire_types import Int
 from graph.errors import APIError
 from graph.routing.router import ReleaseRouter
 from releases import traffic as policy
@@ -23,19 +26,29 @@ from releases import traffic as policy
 router = APIRouter()
 
 
-class TrafficChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: A percent of traffic (`50.0` counts, as JSON Schema's integer says).
+Percent = Annotated[Int, Field(ge=0, le=100)]
+#: A release's name as the registry spells it (`releases.registry`).
+ReleaseName = Annotated[str, Field(min_length=1, max_length=128)]
 
-    weights: dict[str, int] = Field(description="Percent per release, sum 100.")
-    shadow: dict[str, int] = Field(
-        default_factory=dict, description="Mirrored percent per release."
+
+class TrafficChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    weights: dict[ReleaseName, Percent] = Field(
+        min_length=1,
+        description="Percent per live release, summing to 100 (releases not "
+        "named get 0).",
+    )
+    shadow: dict[ReleaseName, Annotated[Int, Field(ge=1, le=100)]] = Field(
+        default_factory=dict, description="Mirrored percent per live release."
     )
 
 
 class Promotion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    release: str = Field(description="The live release to take all traffic.")
+    release: ReleaseName = Field(description="A live release of this graph.")
 
 
 def _router(ctx: ServingContext) -> ReleaseRouter:

@@ -53,9 +53,11 @@ async def completions(
 async def _stream(
     ctx: ServingContext, body: p.CompletionRequest, request: Request, rid: str
 ) -> AsyncIterator[Chunk]:
+    prompt = body.prompt_input()
     generation = GenerationRequest(
         request_id=rid,
-        prompt=body.prompt_text(),
+        prompt=prompt if isinstance(prompt, str) else None,
+        prompt_token_ids=None if isinstance(prompt, str) else prompt,
         sampling=sampling(body, ctx, body.max_tokens),
         trace_headers=trace_headers(request),
     )

@@ -22,11 +22,11 @@ router = APIRouter()
 async def embeddings(
     body: p.EmbeddingRequest, request: Request, ctx: Ctx
 ) -> dict[str, Any]:
-    """Embed texts with the graph's embedder."""
+    """Embed texts (or token ids) with the graph's embedder."""
     limits.check_embeddings(body, ctx.args.limits)
     ctx = select(ctx, request, body.user)
     model = check_model(body.model, ctx.names.embedder)
-    vectors, tokens = await ctx.embed_with_usage(body.texts())
+    vectors, tokens = await ctx.embed_with_usage(body.inputs())
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:
         raise APIError(
             400,

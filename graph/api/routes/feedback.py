@@ -4,12 +4,13 @@ made it, joined to that completion's release and trace."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.api.context import Ctx
+from graph.api.wire_types import Text
 from graph.errors import APIError
 from graph.gate.admission import current_admission
 from telemetry.metrics import metrics
@@ -26,7 +27,9 @@ class FeedbackRequest(BaseModel):
 
     id: str = Field(min_length=1, max_length=80, description="The completion id.")
     rating: Literal[1, -1] = Field(description="1 (thumbs up) or -1 (down).")
-    comment: str | None = Field(None, max_length=4000, description="Free text.")
+    comment: Annotated[Text, Field(max_length=4000)] | None = Field(
+        None, description="Free text (NUL included; no lone surrogate)."
+    )
 
 
 @router.post("/v1/feedback")
