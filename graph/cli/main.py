@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from graph.cli.args import CLIError, at_least, load_args
 from graph.cli.eval import add_eval_command
 from graph.cli.index import add_index_commands
+from graph.cli.live import add_live_commands
 from graph.cli.releases import ReleaseCLIError, add_release_commands
 from graph.cli.tenants import register as register_tenants
 from graph.config import ConfigError, RagServingArgs
@@ -280,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(show)
     show.set_defaults(func=cmd_config_show)
     register_tenants(sub)
-    add_release_commands(sub, _add_config_flags)
+    add_live_commands(
+        sub, add_release_commands(sub, _add_config_flags), _add_config_flags
+    )
     add_eval_command(sub)
     return parser
 

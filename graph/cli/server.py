@@ -30,8 +30,8 @@ def _loopback_env(host: str) -> None:
 # Ray Serve's throughput-optimized mode (Ray >= 2.55), read by every Ray
 # process at start: about a third less CPU per request through the graph on
 # the 2-core machine (load_tests/published/2026-12-01-quiet-*). Its direct
-# ingress (each ingress replica's own HTTP port, for HAProxy on all
-# interfaces) stays off: HTTP goes through Serve's proxy on server.host.
+# ingress (each ingress replica's own HTTP port) stays off behind Serve's
+# proxy; server.ingress=haproxy turns it on (graph.cli.haproxy).
 THROUGHPUT_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",

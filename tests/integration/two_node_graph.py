@@ -37,6 +37,9 @@ def graph_config(index: str, model: str, port: int) -> dict[str, Any]:
             }
         },
         "retrieval": {"index_dir": index, "top_k": 4, "top_n": 2},
+        # Every step its own deployment, as clusters run: the generator alone
+        # on the node that offers its resource.
+        "layout": {"preset": "split"},
         "deployments": {
             # No CPU asked: nothing else can land on the generator's node,
             # which offers no CPU, only the custom resource.

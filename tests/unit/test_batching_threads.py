@@ -127,7 +127,11 @@ def test_torch_nodes_wait_passively_and_get_their_count() -> None:
 def test_replicas_get_the_thread_env() -> None:
     from graph.serve.builder import build_app
 
-    app = build_app(RagServingArgs.load({}, ["models.embedder.threads=2"]))
+    app = build_app(
+        RagServingArgs.load(
+            {"layout": {"preset": "split"}}, ["models.embedder.threads=2"]
+        )
+    )
     # The ingress is bound to ({release: {node: deployment}}, cfg, releases).
     routes = app._bound_deployment._replica_config.init_args[0]
     (release,) = routes.values()
@@ -140,6 +144,10 @@ def test_replicas_get_the_thread_env() -> None:
     reranker = nodes[2]._bound_deployment
     env = reranker._replica_config.ray_actor_options["runtime_env"]["env_vars"]
     assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    # With every step in the ingress (`single`), the ingress process gets it.
+    single = build_app(RagServingArgs.load({}, ["models.embedder.threads=2"]))
+    actor = single._bound_deployment._replica_config.ray_actor_options
+    assert actor["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "2"
 
 
 def test_embed_with_counts_tokenizes_once_and_matches_embed(default_embedder) -> None:
